@@ -1,0 +1,149 @@
+"""The `edgemeter` command: read, check-config, run.
+
+Exit status: 0 success, 1 a runtime failure (an image that could not be opened, a
+camera that stays away), 2 a configuration error (systemd does not restart on it:
+restarting cannot fix a typo), 3 a missing engine (Tesseract not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from edgemeter import __version__
+from edgemeter.config import Config, ConfigError, as_dict, default_config, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_ENGINE = 3
+
+log = logging.getLogger("edgemeter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgemeter",
+        description="Read a mechanical counter with a camera and publish it over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgemeter {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at debug level (overrides log.level)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run the daemon: read, judge, publish, persist",
+        description="Run the daemon. Without --config it runs the embedded default:"
+        " the simulated odometer and an MQTT broker on 127.0.0.1:1883.",
+    )
+    run.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+
+    read = commands.add_parser(
+        "read",
+        help="read digits from image files, one JSON line per image",
+        description="OCR each image with the config's window and OCR settings (no plausibility,"
+        " no MQTT); print one JSON object per image.",
+    )
+    read.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    read.add_argument("images", nargs="+", metavar="IMAGE")
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file and print the effective config"
+    )
+    check.add_argument("config", type=Path, metavar="FILE")
+    return parser
+
+
+def setup_logging(level: str, verbose: bool = False) -> None:
+    """One line per event on stderr; journald adds the time and the unit name."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level.upper()),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _load(path: Path | None) -> Config:
+    return default_config() if path is None else load_config(path)
+
+
+def _report_config_error(err: ConfigError) -> int:
+    print(f"edgemeter: invalid configuration in {err.source}:", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_check_config(path: Path) -> int:
+    config = load_config(path)
+    print(f"# {path}: valid. Effective configuration, defaults filled in:")
+    print(yaml.safe_dump(as_dict(config), sort_keys=False, allow_unicode=True), end="")
+    return EXIT_OK
+
+
+def cmd_read(config: Config, images: Sequence[str]) -> int:
+    # Imported here so `check-config` and `--help` stay fast and need no OpenCV.
+    from edgemeter.ocr import NoReading, OcrUnavailable, make_engine  # noqa: PLC0415
+    from edgemeter.source import ImageError, load_image  # noqa: PLC0415
+    from edgemeter.window import DigitWindow, WindowError, crop  # noqa: PLC0415
+
+    try:
+        engine = make_engine(config.ocr)
+    except OcrUnavailable as err:
+        print(f"edgemeter: {err}", file=sys.stderr)
+        return EXIT_ENGINE
+    window = DigitWindow.from_config(config.window)
+    status = EXIT_OK
+    for image_path in images:
+        line: dict[str, object] = {"image": image_path, "reading": None, "confidence": 0.0}
+        try:
+            image = load_image(image_path)
+        except ImageError as err:
+            status = EXIT_FAILURE
+            line["reason"] = str(err)
+        else:
+            try:
+                result = engine.read(crop(image, window), config.meter.digits)
+            except WindowError as err:
+                line["reason"] = str(err)
+            else:
+                if isinstance(result, NoReading):
+                    line["reason"] = result.reason
+                else:
+                    line["reading"] = result.digits
+                    line["confidence"] = round(result.confidence, 3)
+                    line["reason"] = None
+        print(json.dumps(line), flush=True)
+    return status
+
+
+def cmd_run(config: Config) -> int:
+    from edgemeter.daemon import run  # noqa: PLC0415
+
+    return run(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging("info", args.verbose)
+    try:
+        if args.command == "check-config":
+            return cmd_check_config(args.config)
+        config = _load(args.config)
+        setup_logging(config.log.level, args.verbose)
+        if args.command == "read":
+            return cmd_read(config, args.images)
+        return cmd_run(config)
+    except ConfigError as err:
+        return _report_config_error(err)
+    except KeyboardInterrupt:
+        return 130

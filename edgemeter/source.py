@@ -1,0 +1,305 @@
+"""Frame sources: where pictures of the counter come from.
+
+Every source has the same small interface (`open`, `read`, `close`) and yields
+`Frame`s: a BGR image with the wall-clock time it was taken. A source that has run
+out of frames raises `SourceEnded`; a camera hiccup raises `SourceError` with a
+message a user can act on, and the caller decides whether to retry. Camera libraries
+are imported inside the source that needs them, so the package runs on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from edgemeter.config import CameraConfig
+
+log = logging.getLogger(__name__)
+
+# Larger images are refused before decoding: a 100-megapixel "photo" is an attack or a
+# mistake, and decoding it would take a Pi's memory.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # HxWx3 uint8, BGR (OpenCV's order)
+    ts: datetime  # UTC, when the frame was taken
+    origin: str  # file path, device or "simulated", for logs
+    truth: str | None = None  # known digits, simulated frames only
+
+
+class SourceError(Exception):
+    """A frame could not be had now; the source may recover."""
+
+
+class SourceEnded(Exception):
+    """The source has no more frames (end of a file replay)."""
+
+
+class ImageError(Exception):
+    """An image file cannot be used; the message says why."""
+
+
+class FrameSource(Protocol):
+    def open(self) -> None: ...
+    def read(self) -> Frame: ...
+    def close(self) -> None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """Three-channel uint8, whatever the decoder gave (grey, BGRA, 16-bit)."""
+    if image.dtype != np.uint8:
+        # 16-bit PNGs/TIFFs: keep the top byte rather than clipping.
+        image = (
+            (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+        )
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to BGR; raise ImageError naming the problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise ImageError(f"file not found: {path}") from err
+    except IsADirectoryError as err:
+        raise ImageError(f"is a directory, not an image: {path}") from err
+    except OSError as err:
+        raise ImageError(f"cannot read {path}: {err.strerror or err}") from err
+    if not data:
+        raise ImageError(f"empty file (0 bytes): {path}")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    # OPENCV_IO_MAX_IMAGE_PIXELS (set in edgemeter/__init__) makes the decoder refuse a
+    # small file that claims gigapixels before it allocates them.
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageError(
+            f"not a usable image ({str(err).strip().splitlines()[-1]}): {path}"
+        ) from err
+    if image is None or image.size == 0:
+        raise ImageError(f"not a readable image (corrupt, truncated or unknown format): {path}")
+    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"image too large ({image.shape[1]}x{image.shape[0]}), at most"
+            f" {MAX_IMAGE_PIXELS} pixels: {path}"
+        )
+    return as_bgr(image)
+
+
+class FilesSource:
+    """A sorted glob of image files: replays of recorded frames, for tests and tuning."""
+
+    def __init__(self, pattern: str, loop: bool = False, clock: Callable[[], datetime] = utcnow):
+        self.pattern = pattern
+        self.loop = loop
+        self.clock = clock
+        self.paths: list[str] = []
+        self.index = 0
+
+    def open(self) -> None:
+        self.paths = sorted(glob.glob(self.pattern))
+        if not self.paths:
+            raise SourceError(
+                f"camera.path matches no files: {self.pattern!r} (check the glob and the directory)"
+            )
+        self.index = 0
+
+    def read(self) -> Frame:
+        if self.index >= len(self.paths):
+            if not self.loop:
+                raise SourceEnded(f"replayed all {len(self.paths)} files of {self.pattern!r}")
+            self.index = 0
+        path = self.paths[self.index]
+        self.index += 1
+        try:
+            image = load_image(path)
+        except ImageError as err:
+            raise SourceError(str(err)) from err
+        return Frame(image, self.clock(), path)
+
+    def close(self) -> None:
+        self.paths = []
+
+
+class OpenCVSource:
+    """A USB camera (device index) or a network stream (RTSP/HTTP URL) via OpenCV."""
+
+    def __init__(self, device: int | str, clock: Callable[[], datetime] = utcnow):
+        self.device = device
+        self.clock = clock
+        self.capture: Any = None
+
+    def open(self) -> None:
+        self.capture = cv2.VideoCapture(self.device)
+        if not self.capture.isOpened():
+            self.capture.release()
+            self.capture = None
+            raise SourceError(
+                f"cannot open camera.device={self.device!r}: check the index (ls /dev/video*)"
+                " or the stream URL, and that the user is in group video"
+            )
+
+    def read(self) -> Frame:
+        if self.capture is None:
+            self.open()
+        ok, image = self.capture.read()
+        if not ok or image is None:
+            # Reopen on the next read: a USB camera that was unplugged comes back
+            # under the same index, an RTSP stream after a network drop.
+            self.close()
+            raise SourceError(f"camera.device={self.device!r} returned no frame")
+        return Frame(as_bgr(image), self.clock(), f"opencv:{self.device}")
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+class Picamera2Source:
+    """The Raspberry Pi camera through picamera2 (libcamera), configured once."""
+
+    def __init__(self, camera: CameraConfig, clock: Callable[[], datetime] = utcnow):
+        self.camera = camera
+        self.clock = clock
+        self.picam2: Any = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # noqa: PLC0415  (needs libcamera: Pi only)
+        except ImportError as err:
+            raise SourceError(
+                "camera.source is picamera2 but picamera2 cannot be imported"
+                f" ({err}): on Raspberry Pi OS run `apt-get install python3-picamera2` and make"
+                " the venv with --system-site-packages; elsewhere use camera.source: opencv"
+            ) from err
+        try:
+            picam2 = Picamera2()
+            # "RGB888" lays pixels out B,G,R in memory: exactly OpenCV's order.
+            config = picam2.create_still_configuration(
+                main={"size": (self.camera.width, self.camera.height), "format": "RGB888"},
+                buffer_count=2,
+            )
+            picam2.configure(config)
+            picam2.set_controls(self._controls(picam2))
+            picam2.start()
+        except Exception as err:  # libcamera raises RuntimeError, IndexError (no camera), ...
+            raise SourceError(
+                f"cannot start the Pi camera: {err} (check the ribbon cable, `rpicam-hello"
+                " --list-cameras`, and that the user is in group video)"
+            ) from err
+        # Let exposure and white balance settle once, instead of at every grab.
+        time.sleep(self.camera.settle_s)
+        self.picam2 = picam2
+
+    def _controls(self, picam2: Any) -> dict[str, Any]:
+        controls: dict[str, Any] = {}
+        if self.camera.exposure_us is not None:
+            controls["ExposureTime"] = self.camera.exposure_us
+            controls["AeEnable"] = False
+        if self.camera.analogue_gain is not None:
+            controls["AnalogueGain"] = self.camera.analogue_gain
+        if self.camera.lens_position is not None and "AfMode" in picam2.camera_controls:
+            controls["AfMode"] = 0  # manual: a fixed counter needs no hunting autofocus
+            controls["LensPosition"] = self.camera.lens_position
+        return controls
+
+    def read(self) -> Frame:
+        if self.picam2 is None:
+            self.open()
+        try:
+            # Without wait= a loose ribbon cable blocks capture_array forever.
+            image = self.picam2.capture_array("main", wait=self.camera.timeout_s)
+        except Exception as err:
+            self.close()
+            raise SourceError(
+                f"Pi camera gave no frame within {self.camera.timeout_s} s: {err}"
+            ) from err
+        return Frame(as_bgr(np.ascontiguousarray(image[:, :, :3])), self.clock(), "picamera2")
+
+    def close(self) -> None:
+        picam2, self.picam2 = self.picam2, None
+        if picam2 is None:
+            return
+        for step in ("cancel_all_and_flush", "stop", "close"):
+            try:
+                getattr(picam2, step)()
+            except Exception as err:  # closing a wedged camera must not hide the first error
+                log.debug("picamera2 %s failed: %s", step, err)
+
+
+class SimulatedSource:
+    """The built-in simulated odometer: frames with known digits, no camera needed."""
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        digits: int,
+        frames_per_value: int = 1,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        from edgemeter import simulate  # noqa: PLC0415  (fonts and renderer load on demand)
+
+        self.simulate = simulate
+        sim = camera.simulated
+        self.rng = np.random.default_rng(sim.seed)
+        self.style = dataclasses.replace(simulate.default_style(), digits=digits)
+        self.odometer = simulate.Odometer(sim.start, sim.per_frame, self.rng, sim.roll_fraction)
+        self.hard = sim.hard
+        self.clock = clock
+        # A burst of frames is taken within a second, when a real counter has not moved:
+        # the simulated one holds its value for the frames of one burst.
+        self.frames_per_value = frames_per_value
+        self.frames = 0
+        self.value = sim.start
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame:
+        conditions = (
+            self.simulate.random_conditions(self.rng, hard=True)
+            if self.hard
+            else self.simulate.Conditions()
+        )
+        if self.frames % self.frames_per_value == 0:
+            self.value = self.odometer.next_value()
+        self.frames += 1
+        frame = self.simulate.render(self.style, self.value, conditions, self.rng)
+        return Frame(frame.image, self.clock(), "simulated", truth=frame.truth)
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(camera: CameraConfig, digits: int, burst: int = 1) -> FrameSource:
+    """The configured source, not yet opened; `burst` frames are taken per cycle."""
+    if camera.source == "files":
+        assert camera.path is not None  # config validation requires it
+        return FilesSource(camera.path, loop=camera.loop)
+    if camera.source == "opencv":
+        return OpenCVSource(camera.device)
+    if camera.source == "picamera2":
+        return Picamera2Source(camera)
+    return SimulatedSource(camera, digits, frames_per_value=burst)

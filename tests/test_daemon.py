@@ -1,0 +1,232 @@
+"""The daemon end to end: a real process, a real Mosquitto, real files and signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from broker import Broker, Received, Subscriber, collect, wait_for
+from replay import run_daemon, start_daemon, write_config, write_frames
+
+from edgemeter.plausibility import Memory
+from edgemeter.state import StateStore
+
+PREFIX = "edgemeter/test"
+DAEMON_TIMEOUT_S = 180.0
+
+
+def readings(messages: list[Received]) -> list[dict[str, object]]:
+    return [json.loads(m.payload) for m in messages if m.topic == f"{PREFIX}/reading"]
+
+
+def values(messages: list[Received]) -> list[float]:
+    return [float(r["value"]) for r in readings(messages)]  # type: ignore[arg-type]
+
+
+def payloads(messages: list[Received], topic: str) -> list[str]:
+    return [m.payload for m in messages if m.topic == f"{PREFIX}/{topic}"]
+
+
+def mqtt(broker: Broker, **extra: object) -> dict[str, object]:
+    return {"host": broker.host, "port": broker.port, **extra}
+
+
+def test_replay_publishes_rising_values_in_order_with_discovery_and_status(
+    tmp_path: Path, broker: Broker
+) -> None:
+    truth = [1000, 1000, 1001, 1003, 1003, 1004, 1010]
+    write_frames(tmp_path / "frames", truth)
+    config = write_config(tmp_path, mqtt=mqtt(broker), plausibility={"max_jump": 50})
+    with Subscriber(broker, [f"{PREFIX}/#", "homeassistant/#"]) as live:
+        assert run_daemon(config, tmp_path / "daemon.log", DAEMON_TIMEOUT_S) == 0
+        live.wait_until(lambda m: "offline" in payloads(m, "status"), 10)
+    messages = live.messages
+    assert values(messages) == [1000, 1001, 1003, 1004, 1010]
+    first = readings(messages)[0]
+    assert first["raw"] == "001000"
+    assert first["unit"] == "km"
+    assert str(first["ts"]).endswith(("Z", "+00:00"))
+    assert payloads(messages, "status")[0] == "online"
+    assert payloads(messages, "status")[-1] == "offline"
+    retained = collect(
+        broker,
+        [f"{PREFIX}/#", "homeassistant/#"],
+        until=lambda m: len(m) >= 3,
+        timeout_s=10,
+    )
+    retained_topics = {m.topic: m.payload for m in retained if m.retain}
+    assert json.loads(retained_topics[f"{PREFIX}/reading"])["value"] == 1010
+    assert retained_topics[f"{PREFIX}/status"] == "offline"
+    (discovery_topic,) = [t for t in retained_topics if t.startswith("homeassistant/sensor/")]
+    discovery = json.loads(retained_topics[discovery_topic])
+    assert discovery["state_class"] == "total_increasing"
+    assert discovery["device_class"] == "distance"
+    assert discovery["unit_of_measurement"] == "km"
+    assert discovery["state_topic"] == f"{PREFIX}/reading"
+
+
+def test_misreads_are_rejected_with_reasons_and_never_published(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # Rising 2000..2006 with three misreads: a digit changed (2903), a value lower than
+    # the last (1998), and a jump far beyond max_jump (9004).
+    shown = [2000, 2001, 2903, 2002, 1998, 2003, 9004, 2004, 2006]
+    write_frames(tmp_path / "frames", shown)
+    config = write_config(tmp_path, mqtt=mqtt(broker), plausibility={"max_jump": 50})
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        assert run_daemon(config, tmp_path / "daemon.log", DAEMON_TIMEOUT_S) == 0
+        live.wait_until(lambda m: "offline" in payloads(m, "status"), 10)
+    messages = live.messages
+    assert values(messages) == [2000, 2001, 2002, 2003, 2004, 2006]
+    rejected = [json.loads(p) for p in payloads(messages, "rejected")]
+    assert [r["raw"] for r in rejected] == ["002903", "001998", "009004"]
+    assert rejected[0]["reason"].startswith("unconfirmed jump")
+    assert rejected[1]["reason"].startswith("decrease")
+    assert rejected[2]["reason"].startswith("unconfirmed jump")
+    log = (tmp_path / "daemon.log").read_text()
+    assert "rejected raw=001998 reason=decrease" in log
+
+
+def test_stuck_meter_rebaselines_after_consistent_cycles(tmp_path: Path, broker: Broker) -> None:
+    # A wrong value (500000) was accepted once; the real counter shows 3000 and up.
+    StateStore(tmp_path / "state" / "state.json").save(Memory(value=500000))
+    shown = [3000, 3001, 3001, 3002, 3004, 3005]
+    write_frames(tmp_path / "frames", shown)
+    config = write_config(
+        tmp_path, mqtt=mqtt(broker), plausibility={"rebaseline_cycles": 4, "max_jump": 50}
+    )
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        assert run_daemon(config, tmp_path / "daemon.log", DAEMON_TIMEOUT_S) == 0
+        live.wait_until(lambda m: "offline" in payloads(m, "status"), 10)
+    messages = live.messages
+    assert values(messages) == [3002, 3004, 3005]
+    events = [json.loads(p) for p in payloads(messages, "event")]
+    assert len(events) == 1
+    assert events[0]["event"].startswith("rebaselined from 500000 to 003002")
+    assert len(payloads(messages, "rejected")) == 3
+    assert StateStore(tmp_path / "state" / "state.json").load()[0].value == 3005
+
+
+def test_broker_outage_loses_no_accepted_reading(tmp_path: Path, broker: Broker) -> None:
+    truth = list(range(4000, 4016))
+    write_frames(tmp_path / "frames", truth)
+    config = write_config(
+        tmp_path,
+        mqtt=mqtt(broker, keepalive_s=5),
+        camera={"interval_s": 0.4},
+        plausibility={"max_jump": 50},
+    )
+    subscriber = Subscriber(broker, f"{PREFIX}/reading", client_id="outage-sub", persistent=True)
+    subscriber.start()
+    process = start_daemon(config, tmp_path / "daemon.log")
+    try:
+        assert subscriber.wait_until(lambda m: len(m) >= 2, 60)
+        broker.kill()
+        # Readings accepted during the outage wait in the outbox.
+        assert wait_for(lambda: "accepted value=4006" in (tmp_path / "daemon.log").read_text(), 60)
+        broker.start()
+        assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
+        subscriber.wait_until(lambda m: 4015 in values(m), 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        subscriber.stop()
+    got = values(subscriber.messages)
+    # Every value arrives, in order; a reading whose ack was lost may come twice.
+    assert sorted(set(got)) == truth
+    assert got == sorted(got)
+    timestamps = {(r["value"], r["ts"]) for r in readings(subscriber.messages)}
+    assert len(timestamps) == len(truth)  # a repeat carries the same original timestamp
+
+
+def test_sigkill_leaves_offline_will_and_restart_resumes_from_state(
+    tmp_path: Path, broker: Broker
+) -> None:
+    write_frames(tmp_path / "frames", list(range(5000, 5030)))
+    config = write_config(
+        tmp_path,
+        mqtt=mqtt(broker, keepalive_s=5),
+        camera={"interval_s": 0.3},
+        plausibility={"max_jump": 50},
+    )
+    log = tmp_path / "daemon.log"
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        process = start_daemon(config, log)
+        try:
+            assert live.wait_until(lambda m: len(values(m)) >= 3, 60)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        assert live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 20)
+    saved = StateStore(tmp_path / "state" / "state.json").load()[0]
+    assert saved.value is not None
+    assert saved.value >= 5002
+    # Restart on frames that show the counter lower than the saved value: a fresh
+    # process that had lost its state would accept them; a resumed one rejects them.
+    for path in (tmp_path / "frames").glob("*.png"):
+        path.unlink()
+    write_frames(tmp_path / "frames", [5000, 5001])
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        assert run_daemon(config, log, DAEMON_TIMEOUT_S) == 0
+        live.wait_until(lambda m: "offline" in payloads(m, "status"), 10)
+    fresh = [m for m in live.messages if not m.retain]  # not the retained last reading
+    assert values(fresh) == []
+    rejected = [json.loads(p) for p in payloads(live.messages, "rejected")]
+    assert [r["reason"].split(":")[0] for r in rejected] == ["decrease", "decrease"]
+    assert f"resuming value={float(saved.value)}" in log.read_text()
+
+
+def test_sigterm_stops_cleanly_and_publishes_offline(tmp_path: Path, broker: Broker) -> None:
+    config = write_config(
+        tmp_path,
+        mqtt=mqtt(broker),
+        camera={"source": "simulated", "interval_s": 0.2, "path": None},
+    )
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        process = start_daemon(config, tmp_path / "daemon.log")
+        try:
+            assert live.wait_until(lambda m: len(values(m)) >= 2, 60)
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert status == 0
+        assert live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 10)
+    assert "stopping signal=SIGTERM" in (tmp_path / "daemon.log").read_text()
+
+
+def test_notify_socket_gets_ready_watchdog_and_status(tmp_path: Path, broker: Broker) -> None:
+    write_frames(tmp_path / "frames", [100, 101, 102])
+    config = write_config(tmp_path, mqtt=mqtt(broker))
+    sock_path = tmp_path / "notify.sock"
+    datagrams: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(0.5)
+        process = start_daemon(config, tmp_path / "daemon.log", NOTIFY_SOCKET=str(sock_path))
+        try:
+            receive_until(sock, datagrams, lambda: any("STOPPING=1" in d for d in datagrams), 120)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert datagrams[0].startswith("READY=1")
+    assert "WATCHDOG=1" in datagrams
+    assert any(d == "STATUS=value=102.0 km" for d in datagrams)
+    assert datagrams.index("WATCHDOG=1") > 0
+
+
+def receive_until(
+    sock: socket.socket, into: list[str], done: Callable[[], bool], timeout_s: float
+) -> None:
+    def poll() -> bool:
+        with contextlib.suppress(TimeoutError):
+            into.append(sock.recv(4096).decode())
+        return done()
+
+    assert wait_for(poll, timeout_s, interval_s=0)
