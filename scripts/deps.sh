@@ -35,5 +35,8 @@ fi
 if [ "$DEV" = 1 ]; then
   "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
 else
-  "$VENV/bin/python" -m pip install -q "$ROOT"
+  # tesserocr (the in-process engine, ~20x faster than a tesseract process per call)
+  # ships wheels for x86_64 and aarch64; where none fits, pytesseract does the work.
+  "$VENV/bin/python" -m pip install -q "$ROOT[fast]" 2>/dev/null \
+    || "$VENV/bin/python" -m pip install -q "$ROOT"
 fi
