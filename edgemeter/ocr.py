@@ -458,7 +458,13 @@ def _best_row(grey: Image, digits: int, spread: float) -> _Candidate | None:
     best: _Candidate | None = None
     for light, grid, med_h in rows:
         n = len(grid.slots)
-        frames = sum(_encloses(b, every[not light]) for b in grid.slots.values())
+        # Drum faces around dark digits: they hold a glyph of the other polarity, or
+        # (when the digits touch the separators and are no blobs of their own) they
+        # fill their whole pitch with ink.
+        frames = sum(
+            _encloses(b, every[not light]) or (b.w >= 0.8 * grid.pitch and b.area >= 0.55 * b.w * b.h)
+            for b in grid.slots.values()
+        )
         score = (
             min(n, digits)
             - 1.5 * max(0, grid.span - digits)
@@ -721,8 +727,8 @@ def _digit_likeness(ink: Image, parts: list[_Part], band: tuple[float, float]) -
     if height > 1.3 * h or width < 0.08 * h:
         return overlap * 0.3  # a separator, a speck
     fill = float(np.count_nonzero(ink[part.top : part.bottom, part.x0 : part.x1])) / (width * height)
-    solid = 1.0 if width < 0.35 * height else float(np.clip((0.9 - fill) / 0.2, 0.3, 1.0))
-    return overlap * (0.4 + 0.6 * part.dominance) * solid
+    solid = width >= 0.75 * ink.shape[1] and fill > 0.6
+    return overlap * (0.4 + 0.6 * part.dominance) * (0.3 if solid else 1.0)
 
 
 def _glyph_image(source: Image, rows: tuple[float, float], cols: tuple[int, int]) -> Image:

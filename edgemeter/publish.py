@@ -45,6 +45,19 @@ from edgemeter.outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
 
+
+def _demote_not_connected(record: logging.LogRecord) -> bool:
+    """paho 2.2's network thread logs an ERROR on every pass while it has no socket
+    (during an outage, after a clean disconnect): expected states, reported by our own
+    connect/disconnect lines. Shown at debug level only, so ERROR stays meaningful."""
+    if record.levelno >= logging.ERROR and record.getMessage().startswith(
+        "Client is not connected"
+    ):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+    return True
+
+
 ONLINE = "online"
 OFFLINE = "offline"
 # Availability and discovery must reach the broker even if sent just before a drop.
@@ -335,7 +348,9 @@ class Publisher:
         # An exception in a callback must not kill paho's network thread (and with it
         # every reconnect): paho logs it and carries on.
         client.suppress_exceptions = True
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        paho_log.addFilter(_demote_not_connected)
+        client.enable_logger(paho_log)
         if self._mqtt.username is not None:
             password = read_password(self._mqtt.password_file) if self._mqtt.password_file else None
             client.username_pw_set(self._mqtt.username, password)
