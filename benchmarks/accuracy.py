@@ -105,15 +105,17 @@ class Score:
         ms = self.ms or [0.0]
         p90 = float(np.percentile(ms, 90))
         pct = 100.0 / max(self.n, 1)
+        digit_acc = 100.0 * self.digits_right / max(self.digits_total, 1)
         return (
             f"| {name} | {path} | {self.n} | {self.read * pct:.1f} | {self.wrong * pct:.1f} |"
-            f" {self.unread * pct:.1f} | {100.0 * self.digits_right / max(self.digits_total, 1):.1f} |"
+            f" {self.unread * pct:.1f} | {digit_acc:.1f} |"
             f" {statistics.median(ms):.1f} | {p90:.1f} |"
         )
 
 
 def simulated(name: str, frames: int) -> Iterator[Sample]:
-    rng = np.random.default_rng({"clean": 11, "hard": 12, "styles": 13, "tuned-styles": 14}[name])
+    seeds = {"clean": 11, "hard": 12, "styles": 13, "tuned-styles": 14}
+    rng = np.random.default_rng(seeds[name])
     style = simulate.default_style()
     fonts = [f for f in (HELD_OUT_FONTS if name == "styles" else TUNE_FONTS)]
     installations = max(1, frames // 25)

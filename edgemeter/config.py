@@ -9,6 +9,7 @@ a misspelt key that is silently ignored is the classic "my setting does nothing"
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -132,6 +133,23 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = _num(8080, min=1, max=65535)
+    username: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    enabled: bool = True
+    max_age_days: float = _num(365.0, gt=0)
+    max_rows: int = _num(200000, min=100)
+    rejected_frames: int = _num(20, min=0, max=1000)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -152,6 +170,8 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     log: LogConfig = field(default_factory=LogConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -320,11 +340,26 @@ def _cross_checks(config: Config) -> list[str]:
     mqtt = config.mqtt
     if mqtt.password_file and not mqtt.username:
         problems.append("mqtt.username: is required when mqtt.password_file is set")
+    http = config.http
+    if http.password_file and not http.username:
+        problems.append("http.username: is required when http.password_file is set")
+    if http.enabled and not _is_loopback(http.bind) and not (http.username and http.password_file):
+        problems.append(
+            f"http.bind: {http.bind!r} reaches beyond this machine, so the page needs a login:"
+            " set http.username and http.password_file (or bind 127.0.0.1)"
+        )
     if mqtt.tls and bool(mqtt.tls.cert_file) != bool(mqtt.tls.key_file):
         problems.append(
             "mqtt.tls: cert_file and key_file must be given together (client certificate)"
         )
     return problems
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def parse_config(data: object, source: str = "config") -> Config:

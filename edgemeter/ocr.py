@@ -462,7 +462,8 @@ def _best_row(grey: Image, digits: int, spread: float) -> _Candidate | None:
         # (when the digits touch the separators and are no blobs of their own) they
         # fill their whole pitch with ink.
         frames = sum(
-            _encloses(b, every[not light]) or (b.w >= 0.8 * grid.pitch and b.area >= 0.55 * b.w * b.h)
+            _encloses(b, every[not light])
+            or (b.w >= 0.88 * grid.pitch and b.area >= 0.58 * b.w * b.h)
             for b in grid.slots.values()
         )
         score = (
@@ -726,8 +727,10 @@ def _digit_likeness(ink: Image, parts: list[_Part], band: tuple[float, float]) -
     width, height = part.x1 - part.x0, part.bottom - part.top
     if height > 1.3 * h or width < 0.08 * h:
         return overlap * 0.3  # a separator, a speck
-    fill = float(np.count_nonzero(ink[part.top : part.bottom, part.x0 : part.x1])) / (width * height)
-    solid = width >= 0.75 * ink.shape[1] and fill > 0.6
+    fill = float(np.count_nonzero(ink[part.top : part.bottom, part.x0 : part.x1])) / (
+        width * height
+    )
+    solid = width >= 0.85 * ink.shape[1] and fill > 0.65
     return overlap * (0.4 + 0.6 * part.dominance) * (0.3 if solid else 1.0)
 
 

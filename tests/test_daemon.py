@@ -125,7 +125,7 @@ def test_broker_outage_loses_no_accepted_reading(tmp_path: Path, broker: Broker)
     # A clean restart writes the subscriber's session to the broker's disk, so it survives
     # the SIGKILL below and queues what the daemon delivers before the subscriber is back.
     broker.restart()
-    assert wait_for(lambda: subscriber._client.is_connected(), 15)
+    assert wait_for(subscriber._client.is_connected, 15)
     process = start_daemon(config, tmp_path / "daemon.log")
     try:
         assert subscriber.wait_until(lambda m: len(m) >= 2, 60)
