@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -54,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     read.add_argument("--config", type=Path, help="config file (default: the embedded default)")
     read.add_argument("images", nargs="+", metavar="IMAGE")
+
+    history = commands.add_parser(
+        "history",
+        help="print or export the accepted readings, rejections and events",
+        description="Print the history kept under the state directory (run it as the"
+        " daemon's user, e.g. sudo -u edgemeter).",
+    )
+    history.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    history.add_argument(
+        "--since",
+        default="7d",
+        help="ISO date/time (2026-11-01, 2026-11-01T12:00) or age (7d, 12h, 30m), or 'all'"
+        " (default: 7d)",
+    )
+    history.add_argument("--csv", action="store_true", help="CSV with a header row")
 
     check = commands.add_parser(
         "check-config", help="validate a config file and print the effective config"
@@ -126,6 +142,28 @@ def cmd_read(config: Config, images: Sequence[str]) -> int:
     return status
 
 
+def cmd_history(config: Config, since_text: str, as_csv: bool) -> int:
+    from edgemeter.daemon import state_dir  # noqa: PLC0415
+    from edgemeter.history import History, HistoryError, format_entries, parse_since  # noqa: PLC0415
+
+    try:
+        since = None if since_text == "all" else parse_since(since_text, datetime.now(UTC))
+    except ValueError as err:
+        print(f"edgemeter: --since: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        history = History(state_dir(config), config.history, read_only=True)
+        try:
+            entries = history.entries(since=since)
+        finally:
+            history.close()
+    except HistoryError as err:
+        print(f"edgemeter: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.write(format_entries(entries, csv=as_csv))
+    return EXIT_OK
+
+
 def cmd_run(config: Config) -> int:
     from edgemeter.daemon import run  # noqa: PLC0415
 
@@ -142,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config.log.level, args.verbose)
         if args.command == "read":
             return cmd_read(config, args.images)
+        if args.command == "history":
+            return cmd_history(config, args.since, args.csv)
         return cmd_run(config)
     except ConfigError as err:
         return _report_config_error(err)

@@ -13,13 +13,17 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
+
 from edgemeter import __version__
 from edgemeter.config import Config
+from edgemeter.history import History, HistoryError
 from edgemeter.notify import Notifier
 from edgemeter.ocr import NoReading, OcrEngine, OcrUnavailable, Reading, make_engine
 from edgemeter.outbox import Outbox
@@ -41,21 +45,12 @@ STOP_FLUSH_S = 2.0
 
 @dataclass(frozen=True)
 class Cycle:
-    """What one cycle saw: the frames' time and the judged result."""
+    """What one cycle saw: the last frame, its window crop, and the judged result."""
 
     frame: Frame
+    window_image: np.ndarray | None
     reading: Reading | NoReading
     verdict: Verdict
-
-
-def read_frame(
-    frame: Frame, window: DigitWindow, engine: OcrEngine, digits: int
-) -> Reading | NoReading:
-    try:
-        image = crop(frame.image, window)
-    except WindowError as err:
-        return NoReading(str(err))
-    return engine.read(image, digits)
 
 
 class Daemon:
@@ -67,6 +62,7 @@ class Daemon:
         publisher: Publisher | None,
         store: StateStore,
         notifier: Notifier,
+        history: History | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -74,6 +70,8 @@ class Daemon:
         self.publisher = publisher
         self.store = store
         self.notifier = notifier
+        self.history = history
+        self.last_errors: dict[str, str] = {}
         self.window = DigitWindow.from_config(config.window)
         self.rules = Rules.from_config(config.meter, config.plausibility)
         self.stop_event = threading.Event()
@@ -111,53 +109,75 @@ class Daemon:
         return frames
 
     def cycle(self, frames: list[Frame]) -> Cycle:
-        digits = self.config.meter.digits
-        readings = [read_frame(f, self.window, self.engine, digits) for f in frames]
+        readings: list[Reading | NoReading] = []
+        window_image = None
+        for frame in frames:
+            try:
+                window_image = crop(frame.image, self.window)
+            except WindowError as err:
+                readings.append(NoReading(str(err)))
+            else:
+                readings.append(self.engine.read(window_image, self.config.meter.digits))
         reading = vote(readings)
-        frame = frames[-1]
-        verdict = judge(self.memory, reading, frame.ts, self.rules)
-        return Cycle(frame, reading, verdict)
+        verdict = judge(self.memory, reading, frames[-1].ts, self.rules)
+        return Cycle(frames[-1], window_image, reading, verdict)
 
     def settle(self, cycle: Cycle) -> None:
-        """Publish and persist what a cycle decided."""
-        verdict, previous = cycle.verdict, self.memory.value
-        ts = cycle.frame.ts
+        """Publish, record and persist what a cycle decided."""
+        verdict = cycle.verdict
         if verdict.accepted and verdict.value is not None:
-            confidence = cycle.reading.confidence if isinstance(cycle.reading, Reading) else 0.0
-            raw = f"{verdict.value:0{self.config.meter.digits}d}"
-            if verdict.value != previous:
-                # Only changes are published: the reading topic is retained, so a
-                # subscriber always has the latest, and the outbox stays small.
-                log.info(
-                    "accepted value=%s raw=%s confidence=%.2f",
-                    self.units(verdict.value),
-                    raw,
-                    confidence,
-                )
-                if self.publisher is not None:
-                    self.publisher.publish_reading(
-                        reading_payload(
-                            self.units(verdict.value), raw, self.config.meter.unit, ts, confidence
-                        )
-                    )
+            if verdict.value != self.memory.value:
+                self.on_new_value(cycle, verdict.value)
             else:
                 log.debug("unchanged value=%s", self.units(verdict.value))
             self.notifier.status(f"value={self.units(verdict.value)} {self.config.meter.unit}")
         else:
-            log.info("rejected raw=%s reason=%s", verdict.raw, verdict.reason)
-            if self.publisher is not None:
-                self.publisher.publish_rejected(
-                    _json({"raw": verdict.raw, "reason": verdict.reason, "ts": _iso(ts)})
-                )
+            self.on_rejected(cycle, verdict.reason or "rejected")
         if verdict.event:
-            log.warning("event %s", verdict.event)
-            if self.publisher is not None:
-                value = self.units(verdict.value) if verdict.value is not None else None
-                self.publisher.publish_event(
-                    _json({"event": verdict.event, "value": value, "ts": _iso(ts)})
-                )
+            self.on_event(cycle, verdict.event)
         self.memory = verdict.memory
         self.persist()
+
+    def on_new_value(self, cycle: Cycle, raw_value: int) -> None:
+        # Only changes are published: the reading topic is retained, so a subscriber
+        # always has the latest, and the outbox and history stay small.
+        ts, value = cycle.frame.ts, self.units(raw_value)
+        raw = f"{raw_value:0{self.config.meter.digits}d}"
+        reading = cycle.reading
+        confidence = reading.confidence if isinstance(reading, Reading) else 0.0
+        log.info("accepted value=%s raw=%s confidence=%.2f", value, raw, confidence)
+        if self.publisher is not None:
+            payload = reading_payload(value, raw, self.config.meter.unit, ts, confidence)
+            self.publisher.publish_reading(payload)
+        self.guard("history", lambda h: h.record_accepted(ts, value, raw, confidence))
+
+    def on_rejected(self, cycle: Cycle, reason: str) -> None:
+        ts, raw = cycle.frame.ts, cycle.verdict.raw
+        log.info("rejected raw=%s reason=%s", raw, reason)
+        if self.publisher is not None:
+            self.publisher.publish_rejected(_json({"raw": raw, "reason": reason, "ts": _iso(ts)}))
+        self.guard("history", lambda h: h.record_rejected(ts, raw, reason, cycle.window_image))
+
+    def on_event(self, cycle: Cycle, event: str) -> None:
+        ts, raw_value = cycle.frame.ts, cycle.verdict.value
+        value = self.units(raw_value) if raw_value is not None else None
+        log.warning("event %s", event)
+        if self.publisher is not None:
+            self.publisher.publish_event(_json({"event": event, "value": value, "ts": _iso(ts)}))
+        self.guard("history", lambda h: h.record_event(ts, event, value))
+
+    def guard(self, name: str, action: Callable[[History], None]) -> None:
+        """Run a history write; its failure is logged once and never stops the meter."""
+        if self.history is None:
+            return
+        try:
+            action(self.history)
+        except HistoryError as err:
+            if str(err) != self.last_errors.get(name):
+                log.error("%s %s", name, err)
+            self.last_errors[name] = str(err)
+        else:
+            self.last_errors.pop(name, None)
 
     def persist(self) -> None:
         # Write only when the accepted value changes: an SD card wears, and a run of
@@ -259,6 +279,8 @@ class Daemon:
         self.source.close()
         self.drain(until_stopped=replay_ended)
         self.notifier.close()
+        if self.history is not None:
+            self.history.close()
         log.info("stopped")
 
 
@@ -278,6 +300,16 @@ def state_dir(config: Config) -> Path:
     return Path(config.state.path).expanduser().parent
 
 
+def open_history(config: Config) -> History | None:
+    if not config.history.enabled:
+        return None
+    try:
+        return History(state_dir(config), config.history)
+    except HistoryError as err:
+        log.error("history %s; running without history", err)
+        return None
+
+
 def run(config: Config) -> int:
     """`edgemeter run`: build the stages from the config and loop until stopped."""
     try:
@@ -291,7 +323,7 @@ def run(config: Config) -> int:
         outbox = Outbox(state_dir(config) / "outbox.sqlite", config.mqtt.outbox_max)
         publisher = Publisher(config.mqtt, config.meter, outbox, __version__)
     source = open_source(config.camera, config.meter.digits, config.plausibility.burst)
-    daemon = Daemon(config, engine, source, publisher, store, Notifier())
+    daemon = Daemon(config, engine, source, publisher, store, Notifier(), open_history(config))
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
     return daemon.run()

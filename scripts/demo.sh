@@ -8,7 +8,13 @@ bash "$ROOT/scripts/deps.sh"
 VENV="${EDGEMETER_VENV:-$ROOT/.venv}"
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Stop in reverse order: the daemon first, so it can still tell the broker it is offline.
+cleanup() {
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT INT TERM
 
 # Debian starts mosquitto as a service on install; where nothing listens (a container,

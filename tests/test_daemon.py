@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -244,3 +248,31 @@ def receive_until(
         return done()
 
     assert wait_for(poll, timeout_s, interval_s=0)
+
+
+def test_history_survives_restarts_and_exports_csv(tmp_path: Path, broker: Broker) -> None:
+    config = write_config(tmp_path, mqtt=mqtt(broker), plausibility={"max_jump": 50})
+    write_frames(tmp_path / "frames", [700, 701, 650])
+    assert run_daemon(config, tmp_path / "daemon.log", DAEMON_TIMEOUT_S) == 0
+    for path in (tmp_path / "frames").glob("*.png"):
+        path.unlink()
+    write_frames(tmp_path / "frames", [702, 703])
+    assert run_daemon(config, tmp_path / "daemon.log", DAEMON_TIMEOUT_S) == 0
+
+    command = ["history", "--config", str(config), "--since", "all", "--csv"]
+    result = subprocess.run(
+        [sys.executable, "-m", "edgemeter", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    accepted = [float(r["value"]) for r in rows if r["kind"] == "accepted"]
+    rejected = [r for r in rows if r["kind"] == "rejected"]
+    assert accepted == [700, 701, 702, 703]
+    assert [r["raw"] for r in rejected] == ["000650"]
+    assert rejected[0]["reason"].startswith("decrease")
+    kept = list((tmp_path / "state" / "rejected").glob("*.jpg"))
+    assert len(kept) == 1  # the crop of the rejected reading, for diagnosis
