@@ -8,8 +8,10 @@ Routes (GET and HEAD only; anything else is 405):
   /                   the page: frame, reading with its age, rejections, plot
   /frame.jpg          the latest frame (404 until the first one), never cached
   /api/status.json    reading, frame time, rejections, with ages in seconds
-  /api/history.json   history entries, `?since=ISO-8601` (default: the last 24 h)
-                      and optionally `&kind=accepted,rejected,event`
+  /api/history.json   history entries, oldest first, `?since=` an ISO-8601 time or
+                      an age such as 7d or 12h (default: 24h), optionally
+                      `&kind=accepted,rejected,event`; at most 5000 entries: when
+                      `truncated` is true, ask again from the last entry's ts
 
 What it does not do: change anything. There is no config editing, no control of the
 daemon, no form. Beyond loopback it asks for a login (HTTP basic auth; the password
@@ -42,7 +44,9 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
+import socketserver
 import threading
 import time
 from collections import deque
@@ -50,7 +54,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
-from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -74,6 +77,7 @@ PLOT_CACHE_S = 30.0
 # /api/history.json answers at most this many entries per request.
 HISTORY_JSON_LIMIT = 5000
 HISTORY_JSON_DEFAULT_SPAN = timedelta(hours=24)
+TEXT = "text/plain; charset=utf-8"
 # A slow or stalled client holds one thread at most this long.
 CLIENT_TIMEOUT_S = 10.0
 # stop() returns within about this (the serve loop polls for its stop flag).
@@ -182,15 +186,14 @@ class _Handler(WSGIRequestHandler):
         log.debug("web request client=%s %s", self.client_address[0], format % args)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a hung request never holds up the daemon's exit
     allow_reuse_address = True  # restart at once after a stop (TIME_WAIT)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks DNS for the host's FQDN: that can stall for
         # seconds on a Pi with no network. The name is only used for SERVER_NAME.
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
+        socketserver.TCPServer.server_bind(self)  # SO_REUSEADDR, bind, real address
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
@@ -318,7 +321,8 @@ class WebServer:
     def _make_app(self) -> Any:
         app = bottle.Bottle(catchall=True)
         app.add_hook("before_request", self._require_login)
-        app.add_hook("after_request", _security_headers)
+        # bottle's own refusals (404, 405): plain text with the same headers as ours.
+        app.default_error_handler = _error_page
         routes: dict[str, Callable[[], Any]] = {
             "/": self._page,
             "/frame.jpg": self._frame,
@@ -344,13 +348,11 @@ class WebServer:
             return
         if given:
             log.info("web login refused client=%s", bottle.request.remote_addr)
-        raise bottle.HTTPResponse(
+        raise _answer(
             "login required\n",
             401,
-            {
-                "WWW-Authenticate": 'Basic realm="edgemeter", charset="UTF-8"',
-                "Content-Type": "text/plain; charset=utf-8",
-            },
+            TEXT,
+            {"WWW-Authenticate": 'Basic realm="edgemeter", charset="UTF-8"'},
         )
 
     def _page(self) -> Any:
@@ -362,23 +364,13 @@ class WebServer:
             plot=self._plot(now),
             now=now,
         )
-        return bottle.HTTPResponse(
-            body,
-            200,
-            {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
-        )
+        return _answer(body, 200, "text/html; charset=utf-8")
 
     def _frame(self) -> Any:
         state = self._board.snapshot()
         if state.frame is None:
-            return bottle.HTTPResponse(
-                "no frame yet\n",
-                404,
-                {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
-            )
-        return bottle.HTTPResponse(
-            state.frame, 200, {"Content-Type": "image/jpeg", "Cache-Control": "no-store"}
-        )
+            return _answer("no frame yet\n", 404, TEXT)
+        return _answer(state.frame, 200, "image/jpeg")
 
     def _status(self) -> Any:
         now = datetime.now(UTC)
@@ -392,6 +384,8 @@ class WebServer:
         query = bottle.request.query
         try:
             text = query.get("since")
+            # An unencoded "+01:00" in a URL arrives as " 01:00": take it as meant.
+            text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text) if text else text
             since = parse_since(text, now) if text else now - HISTORY_JSON_DEFAULT_SPAN
             kinds = _parse_kinds(query.get("kind"))
         except ValueError as err:
@@ -438,38 +432,48 @@ def _logged(callback: Callable[[], Any]) -> Callable[[], Any]:
             raise
         except Exception as err:
             log.exception("web error path=%s error=%s", bottle.request.path, err)
-            return bottle.HTTPResponse(
-                "internal error: see the edgemeter log\n",
-                500,
-                {"Content-Type": "text/plain; charset=utf-8"},
-            )
+            return _answer("internal error: see the edgemeter log\n", 500, TEXT)
 
     return wrapper
 
 
 def _favicon() -> Any:
     # Served here so that browsers do not ask for /favicon.ico (a 404 in every log).
-    return bottle.HTTPResponse(
-        FAVICON, 200, {"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"}
-    )
+    return _answer(FAVICON, 200, "image/svg+xml", {"Cache-Control": "max-age=86400"})
 
 
-def _security_headers() -> None:
+def _answer(
+    body: str | bytes, status: int, content_type: str, extra: dict[str, str] | None = None
+) -> Any:
+    """A response with the security headers; nothing here is cached unless it says so."""
     headers = {
+        "Content-Type": content_type,
+        "Cache-Control": "no-store",
+        **_security_headers(),
+        **(extra or {}),
+    }
+    return bottle.HTTPResponse(body, status, headers)
+
+
+def _security_headers() -> dict[str, str]:
+    return {
         "Content-Security-Policy": CSP,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",
     }
-    for name, value in headers.items():
+
+
+def _error_page(error: Any) -> str:
+    for name, value in _security_headers().items():
         bottle.response.set_header(name, value)
+    bottle.response.set_header("Content-Type", TEXT)
+    return f"{error.status_line}\n"
 
 
 def _json_response(payload: dict[str, Any], status: int = 200) -> Any:
-    return bottle.HTTPResponse(
-        json.dumps(payload, ensure_ascii=False),
-        status,
-        {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"},
+    return _answer(
+        json.dumps(payload, ensure_ascii=False), status, "application/json; charset=utf-8"
     )
 
 
@@ -583,60 +587,55 @@ def _local(ts: datetime, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
     return _aware(ts).astimezone().strftime(fmt).strip()
 
 
-def _time(ts: datetime, css: str = "") -> str:
+def _time(ts: datetime) -> str:
     """A <time> that the page's script turns into '3 min ago' (exact time on hover)."""
-    cls = f' class="{_e(css)}"' if css else ""
     local = _e(_local(ts))
-    return f'<time{cls} datetime="{_e(_iso(ts))}" data-age title="{local}">at {local}</time>'
+    return f'<time datetime="{_e(_iso(ts))}" data-age title="{local}">at {local}</time>'
 
 
 PLOT_TIME = "%d %b %H:%M"
 
 
 def render_plot(points: Sequence[tuple[datetime, float | None]], unit: str) -> str:
-    """The value over time as an inline SVG polyline (no script, no external asset)."""
-    data = [(_aware(ts).timestamp(), float(v)) for ts, v in points if v is not None]
+    """The value over time as an inline SVG polyline (no script, no external asset).
+
+    The SVG stretches to its box (preserveAspectRatio none, strokes that do not
+    scale), and the labels are HTML beside it, so they stay readable on a phone.
+    """
+    data = sorted((_aware(ts).timestamp(), float(v)) for ts, v in points if v is not None)
     if len(data) < 2:
         return '<p class="muted">Not enough accepted readings yet for a plot.</p>'
-    data.sort()
-    if len(data) > PLOT_POINTS:
-        step = (len(data) - 1) / (PLOT_POINTS - 1)
+    count = len(data)
+    if count > PLOT_POINTS:
+        step = (count - 1) / (PLOT_POINTS - 1)
         data = [data[round(i * step)] for i in range(PLOT_POINTS)]
-    width, height = 720, 220
-    left, right, top, bottom = 92, 14, 14, 30
     t0, t1 = data[0][0], data[-1][0]
     lo, hi = min(v for _, v in data), max(v for _, v in data)
     span_t, span_v = (t1 - t0) or 1.0, (hi - lo) or 1.0
-    plot_w, plot_h = width - left - right, height - top - bottom
+    width, height, pad = 1000.0, 300.0, 6.0  # user units; pad keeps the line off the edges
 
-    def xy(t: float, v: float) -> tuple[float, float]:
-        y = top + plot_h / 2 if hi == lo else top + (hi - v) / span_v * plot_h
-        return left + (t - t0) / span_t * plot_w, y
+    def xy(t: float, v: float) -> str:
+        x = (t - t0) / span_t * width
+        y = height / 2 if hi == lo else pad + (hi - v) / span_v * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
 
     coords = [xy(t, v) for t, v in data]
-    polyline = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-    last_x, last_y = coords[-1]
-    first_ts = datetime.fromtimestamp(t0, UTC)
-    last_ts = datetime.fromtimestamp(t1, UTC)
-    x_end, y_end = width - right, height - bottom
+    first_ts, last_ts = datetime.fromtimestamp(t0, UTC), datetime.fromtimestamp(t1, UTC)
+    label = f"{format_value(lo, unit)} to {format_value(hi, unit)}, {_local(first_ts)} to"
     return (
-        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img"'
-        f' aria-label="{_e(f"value from {_local(first_ts)} to {_local(last_ts)}")}">'
-        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{y_end}"/>'
-        f'<line class="axis" x1="{left}" y1="{y_end}" x2="{x_end}" y2="{y_end}"/>'
-        f'<line class="grid" x1="{left}" y1="{top}" x2="{x_end}" y2="{top}"/>'
-        f'<text class="label" x="{left - 8}" y="{top + 4}" text-anchor="end">'
-        f"{_e(format_value(hi, unit))}</text>"
-        f'<text class="label" x="{left - 8}" y="{y_end}" text-anchor="end">'
-        f"{_e(format_value(lo, unit))}</text>"
-        f'<text class="label" x="{left}" y="{height - 8}">'
-        f"{_e(_local(first_ts, PLOT_TIME))}</text>"
-        f'<text class="label" x="{x_end}" y="{height - 8}" text-anchor="end">'
-        f"{_e(_local(last_ts, PLOT_TIME))}</text>"
-        f'<polyline class="line" points="{polyline}"/>'
-        f'<circle class="dot" cx="{last_x:.1f}" cy="{last_y:.1f}" r="4"/>'
+        '<div class="chart">'
+        f'<div class="ylab"><span>{_e(format_value(hi, unit))}</span>'
+        f"<span>{_e(format_value(lo, unit))}</span></div>"
+        f'<svg class="plot" viewBox="0 0 {width:.0f} {height:.0f}" preserveAspectRatio="none"'
+        f' role="img" aria-label="{_e(f"{label} {_local(last_ts)}")}">'
+        f'<polyline class="line" points="{" ".join(coords)}"/>'
+        # A zero-length path with round caps: a dot that the stretching cannot squash.
+        f'<path class="dot" d="M{coords[-1]} l0,0"/>'
         "</svg>"
-        f'<p class="muted small">{len(points)} accepted readings in the last'
+        f'<div class="xlab"><span>{_e(_local(first_ts, PLOT_TIME))}</span>'
+        f"<span>{_e(_local(last_ts, PLOT_TIME))}</span></div>"
+        "</div>"
+        f'<p class="muted small">{count} accepted readings in the last'
         f" {PLOT_SPAN.days} days.</p>"
     )
 
@@ -694,14 +693,15 @@ def _frame_caption(state: BoardState) -> str:
 
 STYLE = """
 :root { color-scheme: light dark; --bg: #f4f5f7; --card: #fff; --fg: #1b1f24;
-  --muted: #5f6b7a; --line: #dde1e6; --accent: #0b6bcb; --bad: #b42318; }
+  --muted: #5f6b7a; --line: #dde1e6; --accent: #0b6bcb; --bad: #b42318;
+  --gutter: max(16px, calc((100% - 1100px) / 2 + 16px)); }
 @media (prefers-color-scheme: dark) { :root { --bg: #15181c; --card: #1e2227;
   --fg: #e8eaed; --muted: #9aa4b1; --line: #333a42; --accent: #5aa9ff; --bad: #ff8a80; } }
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--fg);
   font: 16px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-header { padding: 14px max(16px, calc((100% - 1100px) / 2 + 16px)); border-bottom: 1px solid var(--line); background: var(--card);
-  display: flex; align-items: baseline; gap: 12px; flex-wrap: wrap; }
+header { padding: 14px var(--gutter); border-bottom: 1px solid var(--line);
+  background: var(--card); display: flex; align-items: baseline; gap: 12px; flex-wrap: wrap; }
 header h1 { margin: 0; font-size: 1.25rem; }
 main { max-width: 1100px; margin: 0 auto; padding: 16px;
   display: grid; gap: 16px; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); }
@@ -726,15 +726,22 @@ table { width: 100%; border-collapse: collapse; font-size: .92rem; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line);
   vertical-align: top; overflow-wrap: anywhere; }
 th { color: var(--muted); font-weight: 600; }
-td.when { white-space: nowrap; color: var(--muted); }
-.plot { display: block; width: 100%; height: auto; }
-.plot .axis { stroke: var(--muted); stroke-width: 1; }
-.plot .grid { stroke: var(--line); stroke-dasharray: 4 4; }
+td.when, td.mono { white-space: nowrap; }
+td.when { color: var(--muted); }
+.chart { display: grid; grid-template-columns: max-content minmax(0, 1fr);
+  column-gap: 10px; font-size: .8rem; color: var(--muted); }
+.ylab { display: flex; flex-direction: column; justify-content: space-between;
+  text-align: right; white-space: nowrap; }
+.xlab { grid-column: 2; display: flex; justify-content: space-between; padding-top: 4px; }
+.plot { display: block; width: 100%; height: 220px; overflow: visible;
+  border-left: 1px solid var(--muted); border-bottom: 1px solid var(--muted);
+  background: linear-gradient(var(--line) 1px, transparent 1px) 0 0 / 100% 25%; }
 .plot .line { fill: none; stroke: var(--accent); stroke-width: 2.5;
-  stroke-linejoin: round; stroke-linecap: round; }
-.plot .dot { fill: var(--accent); }
-.plot .label { fill: var(--muted); font-size: 11px; }
-#offline { margin: 0; padding: 8px max(16px, calc((100% - 1100px) / 2 + 16px)); background: var(--bad); color: #fff; }
+  stroke-linejoin: round; stroke-linecap: round; vector-effect: non-scaling-stroke; }
+.plot .dot { stroke: var(--accent); stroke-width: 9; stroke-linecap: round;
+  vector-effect: non-scaling-stroke; }
+@media (max-width: 760px) { .plot { height: 160px; } }
+#offline { margin: 0; padding: 8px var(--gutter); background: var(--bad); color: #fff; }
 footer { max-width: 1100px; margin: 0 auto; padding: 0 16px 20px; color: var(--muted);
   font-size: .85rem; }
 footer a { color: inherit; }

@@ -191,22 +191,20 @@ install_packages() {
   # Fresh lists are only fetched when something is missing (a re-run stays offline), or
   # when there are none at all, since then not even python3-picamera2 could be found.
   if [ "$missing" = 1 ] || { [ -z "$PREFIX" ] && apt_lists_empty; }; then
-    run_system apt-get update
+    run_system apt-get -q update
   fi
   if dpkg_installed python3-picamera2 || apt_has_package python3-picamera2; then
     packages+=("${PICAMERA2_PACKAGES[@]}")
-    if [ -z "$PREFIX" ]; then
-      USE_APT_VISION=1
-    else
+    USE_APT_VISION=1
+    if [ -n "$PREFIX" ]; then
       # Nothing is installed with --prefix: the venv can only lean on what is there.
-      USE_APT_VISION=1
       for pkg in "${PICAMERA2_PACKAGES[@]}"; do dpkg_installed "$pkg" || USE_APT_VISION=0; done
     fi
   else
     say "python3-picamera2 is not in the package lists (plain Debian, not Raspberry Pi OS):" \
       "skipped; camera.source picamera2 will not work, opencv and files do"
   fi
-  run_system apt-get install -y --no-install-recommends "${packages[@]}"
+  run_system apt-get install -y -q --no-install-recommends "${packages[@]}"
 }
 
 install_user() {
@@ -230,11 +228,17 @@ install_user() {
     "$SERVICE_USER"
 }
 
+# Only missing directories are made: a mode the admin chose for /etc/edgemeter stays.
 install_directories() {
-  run install -d -m 0755 "$ETC_DIR" "$OPT_DIR" "$UNIT_DIR"
-  # Same owner and mode as the unit's StateDirectory=/StateDirectoryMode= give it.
-  run install -d -m 0750 "$STATE_DIR"
-  run_system chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
+  local dir
+  for dir in "$ETC_DIR" "$OPT_DIR" "$UNIT_DIR"; do
+    if [ ! -d "$dir" ]; then run install -d -m 0755 "$dir"; fi
+  done
+  if [ ! -d "$STATE_DIR" ]; then
+    # Same owner and mode as the unit's StateDirectory=/StateDirectoryMode= give it.
+    run install -d -m 0750 "$STATE_DIR"
+    run_system chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
+  fi
 }
 
 # The venv is usable when it sees the system's packages and belongs to the Python that
@@ -249,13 +253,14 @@ venv_usable() {
 
 # Copies the checkout to a temporary directory: pip builds a local project in place, and
 # as root that would leave root-owned build/ and *.egg-info in the user's checkout (which
-# then break the user's own `pip install -e .`). Version control and caches stay behind.
+# then break the user's own `pip install -e .`). Version control, venvs and caches stay
+# behind.
 stage_checkout() {
   STAGE="$(mktemp -d "${TMPDIR:-/tmp}/edgemeter-install.XXXXXX")"
   # tar's status 1 only means a file changed while it was read (someone saving a file in
   # the checkout); the copy is still whole.
   {
-    tar -C "$ROOT" --exclude=.git --exclude=.venv --exclude=build --exclude=dist \
+    tar -C "$ROOT" --exclude=.git --exclude=.venv --exclude=venv --exclude=build --exclude=dist \
       --exclude='*.egg-info' --exclude=__pycache__ --exclude='.*_cache' \
       --exclude=.hypothesis --warning=no-file-changed -cf - . || [ "$?" = 1 ]
   } | tar -C "$STAGE" -xf -
@@ -272,7 +277,10 @@ import tomllib
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)["project"]
 extras = sys.argv[2:]
-requirements = project["optional-dependencies"][extras[0]] if extras else project["dependencies"]
+if extras:
+    requirements = project.get("optional-dependencies", {}).get(extras[0], [])
+else:
+    requirements = project.get("dependencies", [])
 for requirement in requirements:
     name = re.split(r"[^A-Za-z0-9._-]", requirement, maxsplit=1)[0].lower()
     if not name.startswith("opencv"):
@@ -414,6 +422,10 @@ check_config() {
     CONFIG_OK=0
     warn "$CONFIG does not pass check-config yet:"
     printf '%s\n' "$output" >&2
+    if [ -z "$PREFIX" ]; then
+      say "(checked as user $SERVICE_USER, as the service reads it; it needs" \
+        "root:$SERVICE_USER 0640: sudo chown root:$SERVICE_USER $CONFIG && sudo chmod 0640 $CONFIG)"
+    fi
   fi
 }
 
@@ -453,12 +465,16 @@ do_install() {
   install_config
   check_config
   install_unit
-  local sudo="sudo "
-  [ -z "$PREFIX" ] || sudo=""
+  # As the service's user: it also proves that user can read the file.
+  local sudo="sudo " as_user="sudo -u $SERVICE_USER "
+  if [ -n "$PREFIX" ]; then
+    sudo=""
+    as_user=""
+  fi
   say "no MQTT broker was installed: set mqtt.host to yours, or run one here with" \
     "'sudo apt-get install mosquitto' (it listens on 127.0.0.1:1883; mqtt.host: 127.0.0.1)"
   say "after editing the config: ${sudo}systemctl restart edgemeter"
-  say "done. Config: $CONFIG, check it with: ${sudo}$VENV/bin/edgemeter check-config" \
+  say "done. Config: $CONFIG, check it with: ${as_user}$VENV/bin/edgemeter check-config" \
     "$CONFIG; watch the logs: journalctl -u edgemeter -f"
 }
 
@@ -466,7 +482,8 @@ do_install() {
 do_uninstall() {
   if [ -e "$UNIT" ]; then
     if [ -n "$PREFIX" ] || systemd_running; then
-      run_system systemctl disable --now "$UNIT_NAME"
+      run_system systemctl disable --now "$UNIT_NAME" \
+        || warn "systemctl disable --now $UNIT_NAME failed; removing the files anyway"
     else
       say "systemd is not running as PID 1 here (a container?): skipping systemctl"
     fi

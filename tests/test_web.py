@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,8 @@ def test_history_json_since_and_kind(serve: Serve, history: History, now: dateti
     recent = fetch(url(server, f"/api/history.json?since={since}")).json()
     rejected = fetch(url(server, "/api/history.json?since=2d&kind=rejected")).json()
     default = fetch(url(server, "/api/history.json")).json()
+    plus = (now - timedelta(hours=3)).astimezone(timezone(timedelta(hours=1))).isoformat()
+    unencoded = fetch(url(server, f"/api/history.json?since={plus}")).json()
     bad_since = fetch(url(server, "/api/history.json?since=yesterday"))
     bad_kind = fetch(url(server, "/api/history.json?kind=accepted,drop"))
 
@@ -252,6 +254,7 @@ def test_history_json_since_and_kind(serve: Serve, history: History, now: dateti
     assert recent["entries"][-1]["ts"] == iso(now - timedelta(minutes=10))
     assert recent["entries"][-1]["value"] == 12345.0
     assert recent["truncated"] is False
+    assert unencoded["entries"] == recent["entries"]  # "+01:00" sent as is: "+" is a space
     assert [e["reason"] for e in rejected["entries"]] == [
         "confidence 0.31 below 0.6",
         "no digits found in the window",
@@ -319,6 +322,16 @@ def test_writes_are_refused(serve: Serve, method: str) -> None:
     ]
 
     assert [a.status for a in answers] == [405] * 4
+
+
+def test_unknown_path_is_404_with_the_same_headers(serve: Serve) -> None:
+    server = serve()
+
+    answer = fetch(url(server, "/etc/passwd"))
+
+    assert answer.status == 404
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
 # --- login -------------------------------------------------------------------------
