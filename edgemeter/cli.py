@@ -56,6 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--config", type=Path, help="config file (default: the embedded default)")
     read.add_argument("images", nargs="+", metavar="IMAGE")
 
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="grab one frame and draw the window, the digit cells and the reading on it",
+        description="Write a PNG of one frame with the window and each digit cell outlined,"
+        " the reading beside it, and the digits as the OCR sees them: how to tune window.*.",
+    )
+    snapshot.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    snapshot.add_argument("--out", type=Path, default=Path("snapshot.png"), help="PNG to write")
+
+    locate = commands.add_parser(
+        "locate",
+        help="find the counter in a frame and propose window.* values",
+        description="Grab one frame, look for a row of meter.digits digits, and print"
+        " window.* values to paste into the config (the config may have no window yet).",
+    )
+    locate.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    locate.add_argument("--out", type=Path, default=Path("locate.png"), help="PNG to write")
+
     history = commands.add_parser(
         "history",
         help="print or export the accepted readings, rejections and events",
@@ -88,8 +106,8 @@ def setup_logging(level: str, verbose: bool = False) -> None:
     )
 
 
-def _load(path: Path | None) -> Config:
-    return default_config() if path is None else load_config(path)
+def _load(path: Path | None, require_window: bool = True) -> Config:
+    return default_config() if path is None else load_config(path, require_window)
 
 
 def _report_config_error(err: ConfigError) -> int:
@@ -176,10 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return cmd_check_config(args.config)
-        config = _load(args.config)
+        config = _load(args.config, require_window=args.command != "locate")
         setup_logging(config.log.level, args.verbose)
         if args.command == "read":
             return cmd_read(config, args.images)
+        if args.command == "snapshot":
+            from edgemeter.snapshot import run_snapshot  # noqa: PLC0415
+
+            return run_snapshot(config, args.out)
+        if args.command == "locate":
+            from edgemeter.locate import run_locate  # noqa: PLC0415
+
+            return run_locate(config, args.out)
         if args.command == "history":
             return cmd_history(config, args.since, args.csv)
         return cmd_run(config)

@@ -362,11 +362,17 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def parse_config(data: object, source: str = "config") -> Config:
-    """Validate already-parsed YAML; raise ConfigError listing every problem."""
+def parse_config(data: object, source: str = "config", require_window: bool = True) -> Config:
+    """Validate already-parsed YAML; raise ConfigError listing every problem.
+
+    `require_window=False` is for `edgemeter locate`, which finds the window for a
+    config that does not have one yet.
+    """
     problems: list[str] = []
     if data is None:
         data = {}
+    if not require_window and isinstance(data, Mapping) and "window" not in data:
+        data = {**data, "window": {"x": 0, "y": 0, "width": 1, "height": 1}}
     if isinstance(data, Mapping) and "window" not in data:
         problems.append(
             "window: is required (window.x, window.y, window.width, window.height in pixels)"
@@ -379,7 +385,7 @@ def parse_config(data: object, source: str = "config") -> Config:
     return typing.cast(Config, config)
 
 
-def parse_text(text: str, source: str = "config") -> Config:
+def parse_text(text: str, source: str = "config", require_window: bool = True) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -387,10 +393,10 @@ def parse_text(text: str, source: str = "config") -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError([f"{where}YAML syntax error: {problem}"], source) from err
-    return parse_config(data, source)
+    return parse_config(data, source, require_window)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], require_window: bool = True) -> Config:
     """Read and validate a config file; every failure is a ConfigError naming the file."""
     source = os.fspath(path)
     try:
@@ -401,7 +407,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         ) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError([f"cannot read the file: {err}"], source) from err
-    return parse_text(text, source)
+    return parse_text(text, source, require_window)
 
 
 def default_config() -> Config:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+import cv2
 import numpy as np
 
 from edgemeter import __version__
@@ -26,11 +29,13 @@ from edgemeter.config import Config
 from edgemeter.history import History, HistoryError
 from edgemeter.notify import Notifier
 from edgemeter.ocr import NoReading, OcrEngine, OcrUnavailable, Reading, make_engine
-from edgemeter.outbox import Outbox
+from edgemeter.outbox import Outbox, OutboxError
 from edgemeter.plausibility import Memory, Rules, Verdict, judge, to_units, vote
 from edgemeter.publish import Publisher, reading_payload
+from edgemeter.snapshot import draw_overlay
 from edgemeter.source import Frame, FrameSource, SourceEnded, SourceError, open_source
 from edgemeter.state import StateError, StateStore
+from edgemeter.web import Board, WebError, WebServer
 from edgemeter.window import DigitWindow, WindowError, crop
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ EXIT_ENGINE = 3
 
 # How long a clean stop may spend delivering what is owed to the broker.
 STOP_FLUSH_S = 2.0
+WEB_FRAME_WIDTH = 1024
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Daemon:
         store: StateStore,
         notifier: Notifier,
         history: History | None = None,
+        board: Board | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -71,6 +78,7 @@ class Daemon:
         self.store = store
         self.notifier = notifier
         self.history = history
+        self.board = board
         self.last_errors: dict[str, str] = {}
         self.window = DigitWindow.from_config(config.window)
         self.rules = Rules.from_config(config.meter, config.plausibility)
@@ -87,7 +95,12 @@ class Daemon:
         self.stop_event.set()
 
     def load_state(self) -> None:
-        memory, warning = self.store.load()
+        try:
+            memory, warning = self.store.load()
+        except StateError as err:
+            # Keep metering: a broken state directory must not become a crash loop.
+            log.error("%s; starting without the previous value", err)
+            memory, warning = Memory(), None
         if warning:
             log.warning("state %s", warning)
         self.memory = memory
@@ -131,10 +144,22 @@ class Daemon:
             else:
                 log.debug("unchanged value=%s", self.units(verdict.value))
             self.notifier.status(f"value={self.units(verdict.value)} {self.config.meter.unit}")
+            if self.board is not None:
+                raw = f"{verdict.value:0{self.config.meter.digits}d}"
+                confidence = cycle.reading.confidence if isinstance(cycle.reading, Reading) else 0
+                self.board.update_accepted(
+                    self.units(verdict.value),
+                    raw,
+                    self.config.meter.unit,
+                    cycle.frame.ts,
+                    confidence,
+                )
         else:
             self.on_rejected(cycle, verdict.reason or "rejected")
         if verdict.event:
             self.on_event(cycle, verdict.event)
+        if self.board is not None:
+            self.show_frame(cycle)
         self.memory = verdict.memory
         self.persist()
 
@@ -157,6 +182,26 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_rejected(_json({"raw": raw, "reason": reason, "ts": _iso(ts)}))
         self.guard("history", lambda h: h.record_rejected(ts, raw, reason, cycle.window_image))
+        if self.board is not None:
+            self.board.add_rejection(raw, reason, ts)
+
+    def show_frame(self, cycle: Cycle) -> None:
+        """The frame with its window, small and compressed, for the web page."""
+        assert self.board is not None
+        verdict = cycle.verdict
+        label = (
+            f"{self.units(verdict.value)} {self.config.meter.unit}"
+            if verdict.accepted and verdict.value is not None
+            else f"rejected: {verdict.reason}"
+        )
+        image: np.ndarray = draw_overlay(cycle.frame.image, self.window, None, label)
+        # A Pi Zero pays tens of ms to encode a full camera frame every cycle.
+        scale = WEB_FRAME_WIDTH / image.shape[1]
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if ok:
+            self.board.update_frame(jpeg.tobytes(), cycle.frame.ts)
 
     def on_event(self, cycle: Cycle, event: str) -> None:
         ts, raw_value = cycle.frame.ts, cycle.verdict.value
@@ -174,7 +219,7 @@ class Daemon:
             action(self.history)
         except HistoryError as err:
             if str(err) != self.last_errors.get(name):
-                log.error("%s %s", name, err)
+                log.error("%s", err)
             self.last_errors[name] = str(err)
         else:
             self.last_errors.pop(name, None)
@@ -191,7 +236,7 @@ class Daemon:
             # Keep reading and publishing: a full SD card must not stop the meter.
             # Log once per distinct problem, not every cycle.
             if str(err) != self.last_state_error:
-                log.error("state %s", err)
+                log.error("%s", err)
             self.last_state_error = str(err)
         else:
             self.saved_key = key
@@ -279,8 +324,6 @@ class Daemon:
         self.source.close()
         self.drain(until_stopped=replay_ended)
         self.notifier.close()
-        if self.history is not None:
-            self.history.close()
         log.info("stopped")
 
 
@@ -300,13 +343,46 @@ def state_dir(config: Config) -> Path:
     return Path(config.state.path).expanduser().parent
 
 
+def open_outbox(config: Config) -> Outbox:
+    path = state_dir(config) / "outbox.sqlite"
+    try:
+        return Outbox(path, config.mqtt.outbox_max)
+    except (OutboxError, sqlite3.Error) as err:
+        # Readings must still flow: keep the outbox in the runtime directory (RAM on
+        # a Pi: lost at a reboot, kept across a daemon restart) until this is fixed.
+        fallback = Path(tempfile.gettempdir()) / f"edgemeter-{config.meter.id}-outbox.sqlite"
+        log.error(
+            "%s; keeping undelivered readings in %s (not kept across a reboot)"
+            " until the state directory is writable",
+            err,
+            fallback,
+        )
+        return Outbox(fallback, config.mqtt.outbox_max)
+
+
+def open_web(config: Config, history: History | None) -> tuple[Board | None, WebServer | None]:
+    if not config.http.enabled:
+        return None, None
+    board = Board()
+    web = WebServer(
+        config.http, board, history, config.meter.name or config.meter.id, config.meter.unit
+    )
+    try:
+        web.start()
+    except WebError as err:
+        log.error("http %s; running without the web page", err)
+        return None, None
+    log.info("http page url=%s", web.url)
+    return board, web
+
+
 def open_history(config: Config) -> History | None:
     if not config.history.enabled:
         return None
     try:
         return History(state_dir(config), config.history)
     except HistoryError as err:
-        log.error("history %s; running without history", err)
+        log.error("%s; running without history", err)
         return None
 
 
@@ -320,10 +396,17 @@ def run(config: Config) -> int:
     store = StateStore(Path(config.state.path).expanduser())
     publisher = None
     if config.mqtt.enabled:
-        outbox = Outbox(state_dir(config) / "outbox.sqlite", config.mqtt.outbox_max)
-        publisher = Publisher(config.mqtt, config.meter, outbox, __version__)
+        publisher = Publisher(config.mqtt, config.meter, open_outbox(config), __version__)
     source = open_source(config.camera, config.meter.digits, config.plausibility.burst)
-    daemon = Daemon(config, engine, source, publisher, store, Notifier(), open_history(config))
+    history = open_history(config)
+    board, web = open_web(config, history)
+    daemon = Daemon(config, engine, source, publisher, store, Notifier(), history, board)
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        if web is not None:
+            web.stop()
+        if history is not None:
+            history.close()

@@ -24,10 +24,12 @@ change.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -44,6 +46,9 @@ from edgemeter.config import MeterConfig, MqttConfig, TlsConfig
 from edgemeter.outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
+
+# The id of a reading delivered from memory because the outbox could not store it.
+_UNSTORED_ID = -1
 
 
 def _demote_not_connected(record: logging.LogRecord) -> bool:
@@ -237,6 +242,12 @@ class Publisher:
         self._cond = threading.Condition()
         self._connected = False
         self._connects = 0  # successful connects so far; a change means "reconnected"
+        # Readings the outbox could not store (disk full, I/O error), in order. They are
+        # all newer than anything in the outbox, and go into it as soon as it takes
+        # writes again; until then they are delivered from memory after the outbox.
+        self._unstored: collections.deque[str] = collections.deque()
+        self._unstored_in_flight = False
+        self._store_error: str | None = None
         self._stopping = False
         self._stopped = False
         self._connect_failures = 0
@@ -310,9 +321,39 @@ class Publisher:
         The outbox commit is on disk when this returns; delivery happens on the
         delivery thread, retained, with the configured QoS.
         """
-        self._outbox.put(self.topics.reading, topic_payload, retain=True, qos=self._mqtt.qos)
         with self._cond:
+            if len(self._unstored) >= self._mqtt.outbox_max:
+                # Bounded like the outbox; never the one being delivered.
+                del self._unstored[1 if self._unstored_in_flight else 0]
+                log.warning("unstored readings full, dropped oldest max=%d", self._mqtt.outbox_max)
+            self._unstored.append(topic_payload)
+            self._store_unstored()
             self._cond.notify_all()
+
+    def _store_unstored(self) -> None:
+        """Move readings held in memory into the outbox, oldest first (lock held)."""
+        # While the oldest is being delivered from memory, store nothing: a failed
+        # delivery must retry it before anything newer from the outbox.
+        while self._unstored and not self._unstored_in_flight:
+            try:
+                self._outbox.put(self.topics.reading, self._unstored[0], True, self._mqtt.qos)
+            except sqlite3.Error as err:
+                # A full or failing SD card must not stop readings from being published:
+                # they wait in memory (lost only if the daemon stops before delivery).
+                if str(err) != self._store_error:
+                    log.error(
+                        "outbox cannot store readings path=%s error=%s held_in_memory=%d"
+                        " (free space on the state directory's disk)",
+                        self._outbox.path,
+                        err,
+                        len(self._unstored),
+                    )
+                self._store_error = str(err)
+                return
+            self._unstored.popleft()
+            if self._store_error is not None:
+                log.info("outbox stores readings again path=%s", self._outbox.path)
+                self._store_error = None
 
     def publish_rejected(self, payload: str) -> None:
         """Best effort: sent now if connected, else dropped (diagnostics, not data)."""
@@ -330,7 +371,9 @@ class Publisher:
     def flush(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty (every reading acknowledged) or the timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._outbox) == 0, timeout=timeout_s)
+            return self._cond.wait_for(
+                lambda: len(self._outbox) == 0 and not self._unstored, timeout=timeout_s
+            )
 
     # -- paho client and callbacks (paho's network thread) -------------------------
 
@@ -483,11 +526,17 @@ class Publisher:
                 if message is None:
                     return
                 if self._deliver(message):
-                    self._outbox.remove(message.id)
                     with self._cond:
+                        if message.id == _UNSTORED_ID:
+                            self._unstored.popleft()
+                            self._unstored_in_flight = False
+                        else:
+                            self._outbox.remove(message.id)
                         self._cond.notify_all()  # flush() waits for removals
                     log.debug("reading delivered id=%d topic=%s", message.id, message.topic)
                 else:
+                    with self._cond:
+                        self._unstored_in_flight = False
                     self._wait_for_reconnect(connects)
                 backoff_s = _MIN_BACKOFF_S
             except Exception:
@@ -508,6 +557,13 @@ class Publisher:
                     message = self._outbox.oldest()
                     if message is not None:
                         return message, self._connects
+                    if self._unstored:
+                        self._unstored_in_flight = True
+                        head = self._unstored[0]
+                        reading = Message(
+                            _UNSTORED_ID, self.topics.reading, head, True, self._mqtt.qos
+                        )
+                        return reading, self._connects
                 self._cond.wait()
 
     def _wait_for_reconnect(self, connects: int) -> None:

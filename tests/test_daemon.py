@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,3 +277,55 @@ def test_history_survives_restarts_and_exports_csv(tmp_path: Path, broker: Broke
     assert rejected[0]["reason"].startswith("decrease")
     kept = list((tmp_path / "state" / "rejected").glob("*.jpg"))
     assert len(kept) == 1  # the crop of the rejected reading, for diagnosis
+
+
+def test_web_page_shows_the_latest_reading_and_frame(tmp_path: Path, broker: Broker) -> None:
+    write_frames(tmp_path / "frames", list(range(800, 840)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(
+        tmp_path,
+        mqtt=mqtt(broker),
+        camera={"interval_s": 0.3},
+        http={"enabled": True, "port": port},
+    )
+    process = start_daemon(config, tmp_path / "daemon.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: "accepted value=803" in (tmp_path / "daemon.log").read_text(), 90)
+        with urllib.request.urlopen(f"{base}/api/status.json", timeout=10) as response:
+            status = json.loads(response.read())
+        with urllib.request.urlopen(f"{base}/frame.jpg", timeout=10) as response:
+            frame = response.read()
+            content_type = response.headers["Content-Type"]
+        with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+            page = response.read().decode()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert 803 <= status["reading"]["value"] < 840
+    assert content_type == "image/jpeg"
+    assert frame[:2] == b"\xff\xd8"
+    assert "km" in page
+
+
+def test_unwritable_state_directory_is_reported_and_readings_still_flow(
+    tmp_path: Path, broker: Broker
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the state directory should be\n")
+    write_frames(tmp_path / "frames", [900, 901, 902])
+    config = write_config(tmp_path, mqtt=mqtt(broker), state={"path": str(blocker / "state.json")})
+    log = tmp_path / "daemon.log"
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        process = start_daemon(config, log, TMPDIR=str(tmp_path))
+        assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
+        live.wait_until(lambda m: "offline" in payloads(m, "status"), 10)
+    assert values(live.messages) == [900, 901, 902]
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert f"keeping undelivered readings in {tmp_path}" in text
+    save_errors = [line for line in text.splitlines() if "cannot be created or used" in line]
+    assert len(save_errors) == 1  # said once, not every cycle
+    assert str(blocker) in save_errors[0]

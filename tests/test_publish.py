@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -314,6 +315,39 @@ def test_readings_queued_while_the_broker_is_down_arrive_in_order_after_it_start
     assert queued == 5
     assert first_arrivals(values(seen, topic)) == [float(n) for n in range(5)]
     assert publisher.flush(DELIVER_S)
+
+
+def test_readings_are_still_published_in_order_while_the_outbox_disk_is_full(
+    broker: Broker,
+    make_publisher: Callable[..., Publisher],
+    outbox: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = Topics.from_config(config_for(broker), METER).reading
+    real_put = outbox.put
+    disk_full = True
+
+    def put(*args: Any) -> int:
+        if disk_full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_put(*args)
+
+    monkeypatch.setattr(outbox, "put", put)
+    with Subscriber(broker, topic) as observer:
+        publisher = connected(make_publisher(config_for(broker)))
+        for n in range(3):
+            publisher.publish_reading(reading(n))
+        observer.wait_until(has_values(topic, 3), DELIVER_S)
+        disk_full = False  # space freed: later readings go through the outbox again
+        for n in range(3, 6):
+            publisher.publish_reading(reading(n))
+        seen = observer.wait_until(has_values(topic, 6), DELIVER_S)
+
+    assert first_arrivals(values(seen, topic)) == [float(n) for n in range(6)]
+    assert publisher.flush(DELIVER_S)
+    errors = [r for r in caplog.records if "outbox cannot store readings" in r.getMessage()]
+    assert len(errors) == 1  # logged once, not per reading
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(

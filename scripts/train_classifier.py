@@ -1,0 +1,676 @@
+"""Train the drum classifier that edgemeter.classify runs, and export it to ONNX.
+
+    python scripts/train_classifier.py                 # build data, train, export, report val
+    python scripts/train_classifier.py --report        # held-out figures of the packaged model
+
+Needs torch (training time only: `pip install torch==2.13.0 onnx onnxscript`); the
+daemon runs the exported model with OpenCV alone.
+
+Data (fixed seeds, so a run rebuilds the same set):
+- real: ../shared/data/meterdigits, `train` split only; a tenth of it (by file hash)
+  is kept back for validation and calibration. Each crop is one drum cell; its label is
+  the drum position in tenths. Several augmented copies of each (blur, noise, JPEG,
+  light, glare, occlusion, shift, scale, rotation, colour channel mix).
+- synthetic: edgemeter.simulate counters in TRAIN_FONTS only (the benchmark's held-out
+  fonts are never drawn), hard and mild conditions, drum positions spread over the whole
+  turn and higher drums carried. Cells are cut the way the engine cuts them: from
+  ocr.preprocess's cells when it finds the row, else from the true cell boxes with
+  jitter in position, scale and angle.
+
+The model sees INPUT_H x INPUT_W grey (digit light on dark, contrast-stretched) and
+says which of 100 tenths of the drum turn it shows. Soft targets: the two tenths around
+a simulated position share it; a real label spreads a little onto its neighbours
+(human labels are that exact). After training, a softmax temperature is fitted on the
+validation set, and a calibration map that puts the engine's gate (0.6) where the
+validation digits are wrong under 1 in 1000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgemeter import classify, simulate
+from edgemeter.ocr import Cells, NoReading, preprocess, to_grey
+from edgemeter.window import DigitWindow, crop
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT.parent / "shared" / "data" / "meterdigits"
+CACHE = Path("/tmp/edgemeter-classifier-data.npz")
+GATE = 0.6
+# Per-drum error allowed above the gate on validation: a 6-drum reading stays well
+# under 0.5 % wrong.
+GATE_RISK = 0.001
+
+TRAIN_FONTS = (
+    "DejaVuSans-Bold",
+    "DejaVuSansCondensed-Bold",
+    "DejaVuSansMono-Bold",
+    "DejaVuSerif-Bold",
+    "LiberationSans-Bold",
+    "LiberationSans-Regular",
+    "LiberationMono-Bold",
+    "DSEG7Classic-Bold",
+)
+HELD_OUT_FONTS = (
+    "LiberationSansNarrow-Bold",
+    "LiberationSerif-Bold",
+    "NotoSans-Bold",
+    "NotoSans-Regular",
+    "NotoSerif-Bold",
+    "Roboto-Bold",
+    "Roboto-Medium",
+    "RobotoCondensed-Bold",
+    "DSEG7Modern-Bold",
+    "DSEG7Classic-Regular",
+    "hershey",
+)
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@dataclass(frozen=True)
+class RealRow:
+    file: str
+    label: str
+    position: float
+    split: str
+
+    @property
+    def validation(self) -> bool:
+        """A tenth of the train split, fixed by the file's name, kept for validation."""
+        return int(hashlib.sha256(self.file.encode()).hexdigest()[:4], 16) % 10 == 0
+
+
+def real_rows(split: str) -> list[RealRow]:
+    with (REAL / "labels.csv").open() as handle:
+        return [
+            RealRow(r["file"], r["label"], float(r["position"]), r["split"])
+            for r in csv.DictReader(handle)
+            if r["split"] == split
+        ]
+
+
+def channel_mix(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Grey from random channel weights: a red drum is dark to one camera, light to another."""
+    if image.ndim == 2 or rng.random() < 0.6:
+        return to_grey(image)
+    weights = rng.dirichlet((1.0, 1.0, 1.0)).astype(np.float32)
+    return np.clip(image.astype(np.float32) @ weights, 0, 255).astype(np.uint8)
+
+
+def degrade(grey: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Camera trouble on one cell crop: light, glare, occlusion, blur, noise, JPEG."""
+    img = grey.astype(np.float32)
+    h, w = img.shape
+    scale = h / 44.0  # the real crops' median height
+    if rng.random() < 0.7 * strength:
+        gain = math.exp(rng.uniform(-0.6, 0.4))
+        gamma = math.exp(rng.uniform(-0.4, 0.4))
+        img = 255.0 * (np.clip(img * gain, 0, 255) / 255.0) ** gamma
+    if rng.random() < 0.3 * strength:  # uneven light across the cell
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        angle = rng.uniform(0, 2 * math.pi)
+        ramp = (math.cos(angle) * xs / w + math.sin(angle) * ys / h) * rng.uniform(0.2, 0.6)
+        img *= 1.0 - ramp + ramp.mean()
+    if rng.random() < 0.15 * strength:  # a specular spot
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        radius = rng.uniform(0.15, 0.4) * h
+        spot = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius**2))
+        img += spot * rng.uniform(60, 200)
+    if rng.random() < 0.1 * strength:  # dirt or a shadow over part of the cell
+        rw, rh = round(rng.uniform(0.15, 0.4) * w), round(rng.uniform(0.1, 0.25) * h)
+        x0, y0 = int(rng.integers(0, max(1, w - rw))), int(rng.integers(0, max(1, h - rh)))
+        img[y0 : y0 + rh, x0 : x0 + rw] = img[y0 : y0 + rh, x0 : x0 + rw] * rng.uniform(
+            0.4, 0.8
+        ) + rng.uniform(0, 60)
+    if rng.random() < 0.5 * strength:
+        sigma = rng.uniform(0.3, 1.6) * scale
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    if rng.random() < 0.5 * strength:
+        img += rng.normal(0, rng.uniform(2, 12), img.shape).astype(np.float32)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5 * strength:
+        ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 95))])
+        if ok:
+            out = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    return out
+
+
+def warp(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Small shifts, scale and rotation of a whole-drum crop, as a rough user crop.
+
+    Sideways and in size generously; up and down only a little, since that is what
+    the drum's turn looks like.
+    """
+    h, w = grey.shape
+    angle = rng.uniform(-4, 4)
+    sx, sy = math.exp(rng.uniform(-0.12, 0.12)), math.exp(rng.uniform(-0.08, 0.08))
+    tx, ty = rng.uniform(-0.07, 0.07) * w, rng.uniform(-0.025, 0.025) * h
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    matrix[:, 0] *= sx
+    matrix[:, 1] *= sy
+    matrix[0, 2] += tx + (w / 2) * (1 - sx)
+    matrix[1, 2] += ty + (h / 2) * (1 - sy)
+    return cv2.warpAffine(grey, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def real_samples(
+    rows: list[RealRow], copies: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, positions and 'real' flags: each crop as is, plus augmented copies."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for row in rows:
+        image = cv2.imread(str(REAL / row.file))
+        if image is None:
+            continue
+        light = classify._polarity(to_grey(image))
+        xs.append(classify.normalise(image, light))
+        ys.append(row.position)
+        for _ in range(copies):
+            grey = degrade(warp(channel_mix(image, rng), rng), rng)
+            flip = rng.random() < 0.04  # the polarity guess is wrong now and then
+            xs.append(classify.normalise(grey, light != flip))
+            ys.append(row.position)
+    return np.stack(xs), np.array(ys, np.float32), np.ones(len(ys), bool)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def _luma(bgr: tuple[int, int, int]) -> float:
+    return 0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2]
+
+
+def sim_value(style: simulate.CounterStyle, rng: np.random.Generator) -> float:
+    """A counter value whose drums spread over their whole turn, higher ones carried."""
+    whole = int(rng.integers(0, 10**style.digits))
+    if rng.random() < 0.35 and style.digits > 1:
+        k = int(rng.integers(1, style.digits))  # the k drums below the carried one show 9
+        whole = (whole // 10**k) * 10**k + 10**k - 1
+    if rng.random() < 0.45:
+        frac = rng.uniform(-0.06, 0.08)  # at rest, a little off
+    else:
+        frac = rng.uniform(0.0, 1.0)
+    return max(0.0, whole + frac)
+
+
+def sim_frame_samples(seed: int, fonts: tuple[str, ...]) -> tuple[list[np.ndarray], list[float]]:
+    """The cells of one simulated frame (its own seed) as network inputs and positions."""
+    rng = np.random.default_rng(seed)
+    style = simulate.random_style(rng, fonts)
+    value = sim_value(style, rng)
+    conditions = simulate.random_conditions(rng, hard=rng.random() < 0.75)
+    frame = simulate.render(style, value, conditions, rng)
+    window = crop(frame.image, DigitWindow(*frame.window))
+    grey = channel_mix(window, rng)
+    if style.lcd:
+        positions = [float(c) for c in frame.truth]
+    else:
+        positions = list(frame.drum_positions)
+    found = preprocess(window, style.digits) if rng.random() < 0.7 else None
+    xs: list[np.ndarray] = []
+    if isinstance(found, Cells) and len(found.cells) == style.digits:
+        for where, cell in zip(classify.geometry(found), found.cells, strict=True):
+            jittered = classify.CellGeometry(
+                (
+                    where.centre[0] + rng.normal(0, 0.02) * where.digit_height,
+                    where.centre[1] + rng.normal(0, 0.015) * where.digit_height,
+                ),
+                where.angle + rng.normal(0, 0.5),
+                where.digit_height * math.exp(rng.normal(0, 0.03)),
+            )
+            xs.append(_cut(grey, jittered, cell.light_on_dark, rng))
+    else:
+        wx, wy = frame.window[:2]
+        for i, (x, y, w, h) in enumerate(frame.cells):
+            fg, bg = simulate._drum_colours(style, i)
+            dh = style.digit_height * math.exp(rng.normal(0, 0.06))
+            where = classify.CellGeometry(
+                (
+                    x + w / 2 - wx + rng.normal(0, 0.05) * dh,
+                    y + h / 2 - wy + rng.normal(0, 0.03) * dh,
+                ),
+                style.rotation + rng.normal(0, 1.2),
+                dh,
+            )
+            light = _luma(fg) > _luma(bg)
+            xs.append(_cut(grey, where, light != (rng.random() < 0.03), rng))
+    return xs, positions
+
+
+def _cut(
+    grey: np.ndarray, where: classify.CellGeometry, light: bool, rng: np.random.Generator
+) -> np.ndarray:
+    height = classify.CROP_H * math.exp(rng.uniform(-0.06, 0.06))
+    width = classify.CROP_W * math.exp(rng.uniform(-0.12, 0.12))
+    cell = classify.cut(grey, where, height, width)
+    return classify.normalise(degrade(cell, rng, 0.35), light)
+
+
+def _sim_worker(args: tuple[int, int, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    start, count, fonts = args
+    xs: list[np.ndarray] = []
+    ys: list[float] = []
+    for seed in range(start, start + count):
+        try:
+            cells, positions = sim_frame_samples(seed, fonts)
+        except (cv2.error, ValueError) as err:
+            print(f"frame seed={seed} skipped: {err}", file=sys.stderr)
+            continue
+        xs.extend(cells)
+        ys.extend(positions)
+    return np.stack(xs), np.array(ys, np.float32)
+
+
+def sim_samples(
+    frames: int, seed: int, fonts: tuple[str, ...], workers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    chunk = 200
+    jobs = [(seed + s, min(chunk, frames - s), fonts) for s in range(0, frames, chunk)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_sim_worker, jobs)
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return x, y, np.zeros(len(y), bool)
+
+
+def _real_worker(args: tuple[list[RealRow], int, int]) -> tuple[np.ndarray, ...]:
+    return real_samples(*args)
+
+
+def build(frames: int, copies: int, seed: int, workers: int) -> dict[str, np.ndarray]:
+    started = time.time()
+    rows = real_rows("train")
+    train_rows = [r for r in rows if not r.validation]
+    val_rows = [r for r in rows if r.validation]
+    halves = [(train_rows[k::workers], copies, seed + 1 + k) for k in range(workers)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        real_parts = pool.map(_real_worker, halves)
+    rx = np.concatenate([p[0] for p in real_parts])
+    ry = np.concatenate([p[1] for p in real_parts])
+    rr = np.concatenate([p[2] for p in real_parts])
+    vx, vy, vr = real_samples(val_rows, 0, seed + 100)
+    print(f"real: train {len(ry)} val {len(vy)} ({time.time() - started:.0f} s)", flush=True)
+    sx, sy, sr = sim_samples(frames, seed * 1_000_003, TRAIN_FONTS, workers)
+    svx, svy, svr = sim_samples(max(200, frames // 10), seed * 1_000_003 + 10**7, TRAIN_FONTS, 2)
+    print(f"synthetic: train {len(sy)} val {len(svy)} ({time.time() - started:.0f} s)", flush=True)
+    return {
+        "x": np.concatenate([rx, sx]).astype(np.float16),
+        "y": np.concatenate([ry, sy]),
+        "real": np.concatenate([rr, sr]),
+        "vx": np.concatenate([vx, svx]).astype(np.float16),
+        "vy": np.concatenate([vy, svy]),
+        "vreal": np.concatenate([vr, svr]),
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def soft_targets(positions: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Targets over the 100 tenths: a position shared by the two tenths around it,
+    a real (human) label a little spread onto its neighbours."""
+    n = len(positions)
+    tenths = np.mod(positions.astype(np.float64) * 10, classify.CLASSES)
+    low = np.floor(tenths).astype(int) % classify.CLASSES
+    frac = tenths - np.floor(tenths)
+    target = np.zeros((n, classify.CLASSES), np.float32)
+    rows = np.arange(n)
+    target[rows, low] += 1 - frac
+    target[rows, (low + 1) % classify.CLASSES] += frac
+    spread = np.where(real, 0.1, 0.05)[:, None]
+    smooth = (1 - 2 * spread) * target
+    smooth += spread * (np.roll(target, 1, axis=1) + np.roll(target, -1, axis=1))
+    return smooth.astype(np.float32)
+
+
+def make_model():  # type: ignore[no-untyped-def]
+    import torch.nn as nn  # noqa: PLC0415 - training-time dependency
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    flat = 64 * (classify.INPUT_H // 8) * (classify.INPUT_W // 8)
+    return nn.Sequential(
+        *block(1, 16),
+        *block(16, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        *block(32, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        *block(64, 64),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(flat, 128),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(128, classify.CLASSES),
+    )
+
+
+def train(data: dict[str, np.ndarray], epochs: int, seed: int, batch: int = 256):  # type: ignore[no-untyped-def]
+    import torch  # noqa: PLC0415
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    model = make_model()
+    x = torch.from_numpy(data["x"].astype(np.float32))[:, None]
+    t = torch.from_numpy(soft_targets(data["y"], data["real"]))
+    # Real crops are the scarcer and the closer to what users see: drawn twice as often.
+    weights = torch.from_numpy(np.where(data["real"], 2.0, 1.0)).double()
+    per_epoch = len(x)
+    steps = epochs * math.ceil(per_epoch / batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    started = time.time()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.multinomial(weights, per_epoch, replacement=True, generator=gen)
+        total = 0.0
+        for k in range(0, per_epoch, batch):
+            idx = order[k : k + batch]
+            xb = x[idx]
+            # Cheap per-batch jitter of contrast and offset, on top of the stored copies.
+            gain = torch.empty(len(idx), 1, 1, 1).uniform_(0.8, 1.2, generator=gen)
+            shift = torch.empty(len(idx), 1, 1, 1).uniform_(-0.1, 0.1, generator=gen)
+            xb = xb * gain + shift
+            logits = model(xb)
+            loss = -(t[idx] * torch.log_softmax(logits, 1)).sum(1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        acc = evaluate_split(model, data["vx"], data["vy"], data["vreal"])
+        print(
+            f"epoch {epoch + 1}/{epochs} loss={total / per_epoch:.3f} "
+            f"val real={acc[0]:.4f} sim={acc[1]:.4f} ({time.time() - started:.0f} s)",
+            flush=True,
+        )
+    model.eval()
+    return model
+
+
+def logits_of(model, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import torch  # noqa: PLC0415
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(x), 2048):
+            xb = torch.from_numpy(x[k : k + 2048].astype(np.float32))[:, None]
+            out.append(model(xb).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def reached(positions: np.ndarray) -> np.ndarray:
+    """The digit each true position has reached, by classify's rule."""
+    tenths = np.round(np.asarray(positions, np.float64) * 10, 6)
+    return np.floor((tenths - classify.REACHED_FROM) / 10).astype(int) % 10
+
+
+def evaluate_split(model, x: np.ndarray, y: np.ndarray, real: np.ndarray) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    probs = softmax(logits_of(model, x), 1.0)
+    mass = np.stack([classify.reached_mass(p) for p in probs])
+    right = mass.argmax(1) == reached(y)
+    return float(right[real].mean()), float(right[~real].mean())
+
+
+def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits / temperature
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    best = (math.inf, 1.0)
+    for temperature in np.exp(np.linspace(math.log(0.5), math.log(3.0), 41)):
+        p = softmax(logits, float(temperature))
+        nll = float(-(targets * np.log(p + 1e-12)).sum(1).mean())
+        best = min(best, (nll, float(temperature)))
+    return best[1]
+
+
+def fit_calibration(mass: np.ndarray, right: np.ndarray) -> dict[str, list[float]]:
+    """Knots mapping the winning digit's mass to a confidence: the gate (0.6) at the
+    lowest mass above which validation digits are wrong at most GATE_RISK of the time,
+    and in between, the accuracy seen below it."""
+    order = np.argsort(-mass)
+    wrong = np.cumsum(~right[order])
+    count = np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(wrong <= GATE_RISK * count)
+    # At least a few wrong ones must lie beyond the threshold for it to be measured.
+    threshold = float(mass[order][ok[-1]]) if ok.size else 0.999
+    threshold = min(max(threshold, 0.5), 0.995)
+    low = mass < threshold
+    below = float(right[low].mean()) if low.any() else 0.5
+    raw = [0.0, max(0.01, threshold - 0.2), threshold, 1.0]
+    conf = [0.0, min(0.5, below), GATE, 1.0]
+    return {"raw": raw, "confidence": conf}
+
+
+def export(model, out: Path, meta: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+    import torch  # noqa: PLC0415
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 1, classify.INPUT_H, classify.INPUT_W)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(out),
+        input_names=["cell"],
+        output_names=["logits"],
+        dynamic_axes={"cell": {0: "n"}, "logits": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+    )
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Tally:
+    read: int = 0
+    wrong: int = 0
+    unread: int = 0
+    ms: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return self.read + self.wrong + self.unread
+
+    def row(self, name: str) -> str:
+        pct = 100.0 / max(1, self.n)
+        return (
+            f"| {name} | {self.n} | {self.read * pct:.1f} | {self.wrong * pct:.2f} |"
+            f" {self.unread * pct:.1f} | {self.ms / max(1, self.n):.1f} |"
+        )
+
+
+def _gated(result: object) -> str | None:
+    if isinstance(result, NoReading):
+        return None
+    assert not isinstance(result, NoReading)
+    reading = result
+    return reading.digits if reading.confidence >= GATE else None  # type: ignore[attr-defined]
+
+
+def report_real(engine: classify.ClassifierEngine) -> None:
+    rows = real_rows("test")
+    digits, rolling = Tally(), Tally()
+    for row in rows:
+        image = cv2.imread(str(REAL / row.file))
+        started = time.perf_counter()
+        got = _gated(engine.read(image, 1))
+        ms = (time.perf_counter() - started) * 1000
+        tally = rolling if row.label == "N" else digits
+        tally.ms += ms
+        if row.label == "N":
+            low = int(row.position) % 10
+            ok = {str(low), str((low + 1) % 10)}
+        else:
+            ok = {row.label}
+        if got is None:
+            tally.unread += 1
+        elif got in ok:
+            tally.read += 1
+        else:
+            tally.wrong += 1
+    print(digits.row("real test 0-9 (classifier)"))
+    print(rolling.row("real test N: neither neighbour (classifier)"))
+
+
+def held_out_frames(count: int, seed: int) -> Iterator[tuple[np.ndarray, str]]:
+    """Six-drum counters in held-out fonts under hard conditions, a quarter mid-roll."""
+    rng = np.random.default_rng(seed)
+    style = None
+    for index in range(count):
+        if index % 10 == 0 or style is None:
+            style = simulate.random_style(rng, HELD_OUT_FONTS)
+            while style.digits != 6:
+                style = simulate.random_style(rng, HELD_OUT_FONTS)
+        value = float(rng.integers(0, 10**6))
+        if rng.random() < 0.25:
+            value += float(rng.uniform(0.15, 0.85))
+        frame = simulate.render(style, value, simulate.random_conditions(rng, hard=True), rng)
+        yield crop(frame.image, DigitWindow(*frame.window)), frame.truth
+
+
+def report_sim(engines: dict[str, object], count: int) -> None:
+    tallies = {name: Tally() for name in engines}
+    for window, truth in held_out_frames(count, 2024):
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            got = _gated(engine.read(window, 6))  # type: ignore[attr-defined]
+            tally = tallies[name]
+            tally.ms += (time.perf_counter() - started) * 1000
+            if got is None:
+                tally.unread += 1
+            elif got == truth:
+                tally.read += 1
+            else:
+                tally.wrong += 1
+    for name, tally in tallies.items():
+        print(tally.row(f"held-out fonts, hard, 6 digits ({name})"))
+
+
+def report(model: Path, frames: int, tesseract: bool) -> None:
+    engine = classify.ClassifierEngine(model)
+    print("| set | n | read % | wrong % | unread % | ms per window |")
+    print("|---|---|---|---|---|---|")
+    report_real(engine)
+    engines: dict[str, object] = {"classifier": engine}
+    if tesseract:
+        from edgemeter.config import OcrConfig  # noqa: PLC0415
+        from edgemeter.ocr import make_engine  # noqa: PLC0415
+
+        engines["tesseract"] = make_engine(OcrConfig())
+    report_sim(engines, frames)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=12000, help="simulated training frames")
+    parser.add_argument("--copies", type=int, default=5, help="augmented copies per real crop")
+    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="dataset cache (.npz)")
+    parser.add_argument("--rebuild", action="store_true", help="ignore the dataset cache")
+    parser.add_argument("--out", type=Path, default=classify.DEFAULT_MODEL)
+    parser.add_argument("--report", action="store_true", help="held-out figures only")
+    parser.add_argument("--report-frames", type=int, default=400)
+    parser.add_argument("--no-tesseract", action="store_true")
+    args = parser.parse_args()
+    # Data are built in worker processes; OpenCV's own threads would only fight them
+    # and torch's for the two cores.
+    cv2.setNumThreads(1)
+
+    if args.report:
+        report(args.out, args.report_frames, not args.no_tesseract)
+        return 0
+
+    started = time.time()
+    if args.cache.is_file() and not args.rebuild:
+        data = dict(np.load(args.cache))
+        print(f"dataset from {args.cache}: {len(data['y'])} train, {len(data['vy'])} val")
+    else:
+        data = build(args.frames, args.copies, args.seed, args.workers)
+        np.savez(args.cache, **data)
+    built = time.time()
+    model = train(data, args.epochs, args.seed)
+    trained = time.time()
+
+    logits = logits_of(model, data["vx"])
+    temperature = fit_temperature(logits, soft_targets(data["vy"], data["vreal"]))
+    probs = softmax(logits, temperature)
+    mass = np.stack([classify.reached_mass(p) for p in probs])
+    right = mass.argmax(1) == reached(data["vy"])
+    calibration = fit_calibration(mass.max(1), right)
+    meta = {
+        "input": [classify.INPUT_H, classify.INPUT_W],
+        "crop": [classify.CROP_H, classify.CROP_W],
+        "classes": classify.CLASSES,
+        "temperature": round(temperature, 4),
+        "calibration": calibration,
+        "trained": {
+            "script": "scripts/train_classifier.py",
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "synthetic_frames": args.frames,
+            "real_copies": args.copies,
+            "train_samples": len(data["y"]),
+            "fonts": list(TRAIN_FONTS),
+            "real_data": "meterdigits train split (haverland/Tenth-of-step-of-a-meter-digit, "
+            "Apache-2.0), less a tenth kept for validation",
+        },
+    }
+    export(model, args.out, meta)
+    engine = classify.ClassifierEngine(args.out)
+    gated = np.array([calibration_gate(engine, m) for m in mass.max(1)])
+    for name, sel in (("real", data["vreal"]), ("sim", ~data["vreal"])):
+        n = int(sel.sum())
+        print(
+            f"val {name}: n={n} top1={right[sel].mean():.4f} "
+            f"read@gate={(gated & right)[sel].mean():.4f} "
+            f"wrong@gate={(gated & ~right)[sel].mean():.5f}"
+        )
+    print(f"temperature={temperature:.3f} calibration={calibration}")
+    print(
+        f"times: data {built - started:.0f} s, training {trained - built:.0f} s; "
+        f"model {args.out} {args.out.stat().st_size / 1024:.0f} KiB"
+    )
+    return 0
+
+
+def calibration_gate(engine: classify.ClassifierEngine, mass: float) -> bool:
+    return engine.info.calibration(float(mass)) >= GATE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
