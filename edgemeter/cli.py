@@ -28,6 +28,10 @@ EXIT_ENGINE = 3
 log = logging.getLogger("edgemeter")
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgemeter",
@@ -45,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the daemon. Without --config it runs the embedded default:"
         " the simulated odometer and an MQTT broker on 127.0.0.1:1883.",
     )
-    run.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    _config_option(run)
 
     read = commands.add_parser(
         "read",
@@ -53,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         description="OCR each image with the config's window and OCR settings (no plausibility,"
         " no MQTT); print one JSON object per image.",
     )
-    read.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    _config_option(read)
     read.add_argument("images", nargs="+", metavar="IMAGE")
 
     snapshot = commands.add_parser(
@@ -62,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a PNG of one frame with the window and each digit cell outlined,"
         " the reading beside it, and the digits as the OCR sees them: how to tune window.*.",
     )
-    snapshot.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    _config_option(snapshot)
     snapshot.add_argument("--out", type=Path, default=Path("snapshot.png"), help="PNG to write")
 
     locate = commands.add_parser(
@@ -71,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Grab one frame, look for a row of meter.digits digits, and print"
         " window.* values to paste into the config (the config may have no window yet).",
     )
-    locate.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    _config_option(locate)
     locate.add_argument("--out", type=Path, default=Path("locate.png"), help="PNG to write")
 
     history = commands.add_parser(
@@ -80,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the history kept under the state directory (run it as the"
         " daemon's user, e.g. sudo -u edgemeter).",
     )
-    history.add_argument("--config", type=Path, help="config file (default: the embedded default)")
+    _config_option(history)
     history.add_argument(
         "--since",
         default="7d",

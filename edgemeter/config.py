@@ -410,6 +410,26 @@ def load_config(path: str | os.PathLike[str], require_window: bool = True) -> Co
     return parse_text(text, source, require_window)
 
 
+class SecretError(Exception):
+    """A secret file cannot be used; the message names the key and the file, never its content."""
+
+
+def read_secret(path: str, key: str) -> str:
+    """A password kept in its own file (never in the YAML), without the trailing newline."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise SecretError(f"{key}: cannot read {path}: {reason}") from err
+    except UnicodeDecodeError as err:
+        raise SecretError(f"{key}: {path} is not UTF-8 text") from err
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise SecretError(f"{key}: {path} is empty")
+    return secret
+
+
 def default_config() -> Config:
     """The embedded default: the simulated odometer and a broker on localhost."""
     text = resources.files("edgemeter").joinpath("default.yaml").read_text(encoding="utf-8")

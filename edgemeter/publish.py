@@ -42,7 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgemeter.config import MeterConfig, MqttConfig, TlsConfig
+from edgemeter.config import MeterConfig, MqttConfig, SecretError, TlsConfig, read_secret
 from edgemeter.outbox import Message, Outbox
 
 log = logging.getLogger(__name__)
@@ -202,22 +202,11 @@ def discovery_payload(mqtt: MqttConfig, meter: MeterConfig, topics: Topics, vers
 
 
 def read_password(path: str) -> str:
-    """The broker password from its file, without the trailing newline.
-
-    Errors name the file, never its content.
-    """
+    """The broker password from its file; errors name the file, never its content."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise PublishConfigError(f"mqtt.password_file: cannot read {path}: {reason}") from err
-    except UnicodeDecodeError as err:
-        raise PublishConfigError(f"mqtt.password_file: {path} is not UTF-8 text") from err
-    password = text.rstrip("\r\n")
-    if not password:
-        raise PublishConfigError(f"mqtt.password_file: {path} is empty")
-    return password
+        return read_secret(path, "mqtt.password_file")
+    except SecretError as err:
+        raise PublishConfigError(str(err)) from err
 
 
 class Publisher:

@@ -59,7 +59,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import bottle
 
-from edgemeter.config import HttpConfig
+from edgemeter.config import HttpConfig, SecretError, read_secret
 from edgemeter.history import KINDS, Entry, History, HistoryError, parse_since
 
 log = logging.getLogger(__name__)
@@ -478,19 +478,11 @@ def _json_response(payload: dict[str, Any], status: int = 200) -> Any:
 
 
 def _read_password(path: str) -> str:
-    """The page's password from its file, without the trailing newline; never logged."""
+    """The page's password from its file; never logged."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise WebError(f"http.password_file: cannot read {path}: {reason}") from err
-    except UnicodeDecodeError as err:
-        raise WebError(f"http.password_file: {path} is not UTF-8 text") from err
-    password = text.rstrip("\r\n")
-    if not password:
-        raise WebError(f"http.password_file: {path} is empty")
-    return password
+        return read_secret(path, "http.password_file")
+    except SecretError as err:
+        raise WebError(str(err)) from err
 
 
 def _reaches_beyond(host: str) -> bool:
