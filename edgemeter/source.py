@@ -132,6 +132,9 @@ class FilesSource:
             self.index = 0
         path = self.paths[self.index]
         self.index += 1
+        total = len(self.paths)
+        if total >= 20 and self.index % (total // 10) == 0:
+            log.info("replay progress files=%d/%d", self.index, total)
         try:
             image = load_image(path)
         except ImageError as err:

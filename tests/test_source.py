@@ -112,3 +112,17 @@ def test_simulated_source_holds_its_value_for_a_burst() -> None:
     assert truths[0] == truths[1] == truths[2]
     assert truths[3] == truths[4] == truths[5]
     assert all(t is not None and len(t) == 6 for t in truths)
+
+
+def test_a_long_replay_logs_its_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for index in range(40):
+        write_png(tmp_path / f"{index:03d}.png", index)
+    source = FilesSource(str(tmp_path / "*.png"))
+    source.open()
+    with caplog.at_level("INFO", logger="edgemeter.source"):
+        for _ in range(40):
+            source.read()
+    progress = [r.getMessage() for r in caplog.records if "replay progress" in r.getMessage()]
+    assert progress[0] == "replay progress files=4/40"
+    assert progress[-1] == "replay progress files=40/40"
+    assert len(progress) == 10
