@@ -194,11 +194,8 @@ class Daemon:
             if verdict.accepted and verdict.value is not None
             else f"rejected: {verdict.reason}"
         )
-        image: np.ndarray = draw_overlay(cycle.frame.image, self.window, None, label)
-        # A Pi Zero pays tens of ms to encode a full camera frame every cycle.
-        scale = WEB_FRAME_WIDTH / image.shape[1]
-        if scale < 1:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        # Small: a Pi Zero pays tens of ms to encode a full camera frame every cycle.
+        image = draw_overlay(cycle.frame.image, self.window, None, label, max_width=WEB_FRAME_WIDTH)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if ok:
             self.board.update_frame(jpeg.tobytes(), cycle.frame.ts)

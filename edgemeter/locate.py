@@ -28,19 +28,27 @@ import numpy as np
 import numpy.typing as npt
 
 from edgemeter.config import Config, WindowConfig
-from edgemeter.ocr import NoReading, OcrEngine, OcrUnavailable, Reading, make_engine, to_grey
+from edgemeter.ocr import (
+    NoReading,
+    OcrEngine,
+    OcrUnavailable,
+    Reading,
+    make_engine,
+    preprocess,
+    to_grey,
+)
 from edgemeter.snapshot import (
     EXIT_ENGINE,
     EXIT_FAILURE,
     EXIT_OK,
     FRAME_PANEL_WIDTH,
     draw_message,
-    draw_overlay,
     grab_frame,
     render_snapshot,
+    window_to_frame,
     write_png,
 )
-from edgemeter.source import SourceEnded, SourceError
+from edgemeter.source import Frame, SourceEnded, SourceError
 from edgemeter.window import DigitWindow, WindowError, check_fits, crop
 
 log = logging.getLogger(__name__)
@@ -62,7 +70,7 @@ BLOCKS = (15, 31, 63)
 # label), so a few sizes are read and the one that reads most surely, agreeing with
 # the others, is proposed: a window in the middle of what works, not at its edge.
 MARGIN = 1 / 3
-VARIANTS = ((MARGIN, 1.45), (MARGIN, 1.2), (MARGIN, 1.7), (0.25, 1.45), (0.25, 1.2), (0.25, 1.7))
+VARIANTS = ((MARGIN, 1.45), (MARGIN, 1.3), (MARGIN, 1.7), (0.25, 1.45), (0.25, 1.3), (0.25, 1.7))
 # Below this tilt a rotated window only adds resampling blur: the OCR levels the row
 # itself, and the margin absorbs the slant.
 MIN_ROTATION = 0.5
@@ -74,12 +82,10 @@ MAX_READS = 36
 # that read nothing at all before the next candidate is tried.
 AGREED = 3
 GIVE_UP = 3
-# A row showing this share of its digits whole is clearly a row of digits; a row
-# less than SMALLER times its digit height is not the counter.
-STRONG = 0.75
+# A row of digits less than this times as tall as the tallest row is not the counter.
 SMALLER = 0.6
-# A proposal must read every digit, and at least half of them with the confidence the
-# plausibility stage accepts by default (a turning drum reads with less).
+# A digit read with this confidence (the plausibility stage's default) is sure. A
+# proposal reads every settled digit surely, or one value through several sizes.
 SURE = 0.6
 
 
@@ -100,14 +106,7 @@ class Proposal:
 
     def yaml(self) -> str:
         """The `window:` section to paste into config.yaml."""
-        return (
-            "window:\n"
-            f"  x: {self.x}\n"
-            f"  y: {self.y}\n"
-            f"  width: {self.width}\n"
-            f"  height: {self.height}\n"
-            f"  rotation: {self.rotation:g}\n"
-        )
+        return window_yaml(self.window())
 
 
 @dataclass(frozen=True)
@@ -115,9 +114,9 @@ class Row:
     """A candidate counter: `span` evenly pitched slots along a line, frame pixels.
 
     `found` slots hold a whole digit-like blob; the others (a turning drum, a drum of
-    the other colour) are inferred from the pitch. `longer` says whether the same
-    regular row goes on past `span` slots: a counter with more drums than configured,
-    or a serial number.
+    the other colour) are inferred from the pitch. `longer` is the length of the
+    regular row when it goes on past `span` slots: a counter with more drums than
+    configured, or a serial number.
     """
 
     light_on_dark: bool
@@ -214,16 +213,18 @@ def _faces(slots: Sequence[_Blob], pitch: float, others: npt.NDArray[np.float64]
     """How many slot blobs are light drum faces around dark digits rather than digits:
     as regular as the digits but taller, so a window sized on them is too large.
 
-    A face is full (a digit fills at most two thirds of its box) and holds a glyph of
-    the other polarity, or fills its whole pitch (the digit touches its edge). The
-    hole of a 0 is held the same way, but a 0 is far from full."""
+    A face holds a glyph of the other polarity and is full (a digit fills at most two
+    thirds of its box) or spans its pitch (a digit keeps clear of its drum's edges);
+    the hole of a 0 is held the same way, but a 0 is neither. A face whose digit
+    touches its edge holds nothing, but is full and spans its pitch."""
     x, y, w, h = others.T if len(others) else (np.zeros(0),) * 4
     count = 0
     for b in slots:
         inside = (x >= b.x - 1) & (x + w <= b.x + b.w + 1)
         inside &= (y >= b.y - 1) & (y + h <= b.y + b.h + 1)
         holds = bool(np.any(inside & (h >= 0.5 * b.h) & (h <= 0.95 * b.h)))
-        count += (holds and b.fill >= 0.62) or (b.w >= 0.88 * pitch and b.fill >= 0.58)
+        wide = b.w >= 0.88 * pitch
+        count += (holds and (b.fill >= 0.62 or wide)) or (wide and b.fill >= 0.58)
     return count
 
 
@@ -286,7 +287,7 @@ def _longer(inside: dict[int, _Blob], slots: dict[int, _Blob], start: int, digit
     alike = {k for k, b in slots.items() if not b.bar and 0.87 <= b.h / height <= 1.15}
     alike |= set(inside)
     if start - 1 not in alike and start + digits not in alike:
-        return EXIT_OK
+        return 0
     first, last = start, start + digits - 1
     while first - 1 in alike:
         first -= 1
@@ -297,14 +298,17 @@ def _longer(inside: dict[int, _Blob], slots: dict[int, _Blob], start: int, digit
 
 def _grid(members: Sequence[_Blob], digits: int) -> _Grid | None:
     """The pitch and phase that put the most members on evenly spaced slots, at most
-    `digits` consecutive ones: drums are evenly spaced; separators sit half-way."""
+    `digits` consecutive ones: drums are evenly spaced; separators sit half-way.
+
+    Drum digits are at least 0.7 digit heights apart (a seven-segment register
+    0.78, drums more): a closer pitch would put the separators between them on it."""
     height = float(np.median([b.h for b in members]))
     xs = sorted(b.cx for b in members if not b.bar) or sorted(b.cx for b in members)
     pitches = {
         (b - a) / m
         for a, b in itertools.pairwise(xs)
         for m in (1, 2)
-        if 0.5 * height <= (b - a) / m <= 1.9 * height
+        if 0.7 * height <= (b - a) / m <= 1.9 * height
     }
     best: tuple[float, dict[int, _Blob], int, dict[int, _Blob], int] | None = None
     for pitch, anchor in itertools.product(pitches, xs):
@@ -356,8 +360,10 @@ def _rows(
         # the row's middle is a drum face, a turning digit or something else.
         middle = float(np.median(heights[on]))
         members = [blobs[i] for i in on if 0.85 <= heights[i] / middle <= 1.18]
-        if len(members) < 2 or all(b.bar for b in members):
-            continue  # separators between drums, or a row of ones nobody could check
+        # Thin strokes only: the separators between drums (or a row of ones nobody
+        # could check); they sit half a pitch off the digits.
+        if len(members) < 2 or all(b.w < 0.3 * b.h for b in members):
+            continue
         grid = _grid(members, digits)
         if grid is None:
             continue
@@ -368,8 +374,13 @@ def _rows(
         height = float(np.median([b.h for b in chosen]))
         if found >= 3:
             slope, icpt = _line(chosen)
+        # Drums are machined: their digits sit on the pitch to a few hundredths of it,
+        # and at one height. Blobs that merely fall near a pitch are something else.
         spread = float(np.std([b.h for b in chosen])) / height
-        score = found - 0.3 * grid.off - 2.0 * spread
+        misfit = float(
+            np.mean([abs(b.cx - grid.anchor - k * grid.pitch) for k, b in grid.slots.items()])
+        )
+        score = found - 0.3 * grid.off - 2.0 * spread - 4.0 * misfit / grid.pitch
         rows.append(
             Row(
                 light_on_dark,
@@ -443,10 +454,10 @@ def find_rows(frame_image: npt.NDArray[np.uint8], digits: int) -> list[Row]:
 
 
 def ends(row: Row, digits: int) -> list[int]:
-    """Ways of adding the drums the row lacks: how many go before its first slot,
-    the row centred first (a turning last drum is as likely as a turning first)."""
-    missing = digits - row.span
-    return sorted(range(missing + 1), key=lambda k: abs(k - missing / 2)) if missing >= 0 else []
+    """Ways of adding the drums the row lacks: how many go before its first slot.
+    After it first: the drums a row misses are most often at its right end (the
+    turning last drum, red decimal drums of the other polarity)."""
+    return list(range(digits - row.span + 1)) if row.span <= digits else []
 
 
 def window_for(
@@ -494,11 +505,11 @@ def _clipped(
             over_x = max(-point[0], point[0] - frame_w)
             over_y = max(-point[1], point[1] - frame_h)
             if over_x > 0:
-                sides[sx] -= over_x + 0.5
+                sides[sx] -= over_x
             if over_y > 0:
-                sides[sy] -= over_y + 0.5
+                sides[sy] -= over_y
             worst = max(worst, over_x, over_y)
-        if worst <= 0:
+        if worst <= 0.01:
             break
     if any(s < lo - 1.0 for s, lo in zip(sides, least, strict=True)):
         return None
@@ -525,6 +536,7 @@ def _clipped(
 class _Read:
     window: DigitWindow
     reading: Reading
+    scale: float = 1.0  # the crop was read scaled by this
 
     @property
     def sure(self) -> int:
@@ -584,19 +596,19 @@ def _settled(reads: Sequence[_Read]) -> bool:
     return bool(certain) and max(certain.values()) >= AGREED
 
 
-def _read(
-    frame_image: npt.NDArray[np.uint8],
-    window: DigitWindow,
-    scale: float,
-    engine: OcrEngine,
-    digits: int,
-) -> Reading | NoReading:
+def _window_image(frame_image: Image, window: DigitWindow, scale: float) -> Image:
     image = crop(frame_image, window)
     if scale < 1.0:
         image = np.asarray(
             cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8
         )
-    return engine.read(image, digits)
+    return image
+
+
+def _read_window(
+    frame_image: Image, window: DigitWindow, scale: float, engine: OcrEngine, digits: int
+) -> Reading | NoReading:
+    return engine.read(_window_image(frame_image, window, scale), digits)
 
 
 def _read_sizes(
@@ -619,29 +631,105 @@ def _read_sizes(
         window = window_for(row, digits, (width, height), before, margin, drum)
         if window is None:
             continue
-        result = _read(frame_image, window, scale, engine, digits)
+        result = _read_window(frame_image, window, scale, engine, digits)
         if isinstance(result, NoReading):
             reasons.append(result.reason)
         else:
-            reads.append(_Read(window, result))
+            reads.append(_Read(window, result, scale))
         if _settled(reads) or (tried >= GIVE_UP and not reads):
             break
     return reads, reasons
 
 
+def _measured(frame_image: Image, read: _Read, row: Row, digits: int) -> Row | None:
+    """The row as the OCR cut it into cells, in frame pixels; None if the OCR read
+    another row than the one the window was built around (a tall window may also
+    hold a serial number, and the OCR takes whichever row convinces it most).
+
+    The cells give the pitch and tilt more exactly than the blobs found the row: a
+    turning or odd-coloured drum may have been left out of those, or a drum face
+    taken for a digit."""
+    cells = preprocess(_window_image(frame_image, read.window, read.scale), digits)
+    if isinstance(cells, NoReading) or len(cells.cells) != digits:
+        return None
+    height = cells.digit_height / read.scale
+    corners = np.array([c.corners for c in cells.cells], np.float64) / read.scale
+    centres = np.asarray(
+        cv2.perspectiveTransform(
+            corners.mean(axis=1).reshape(-1, 1, 2), window_to_frame(read.window)
+        ),
+        np.float64,
+    ).reshape(-1, 2)
+    middle = float(np.mean(corners[:, :, 1]))
+    if not 0.7 <= height / row.digit_height <= 1.4:
+        return None
+    if abs(middle - read.window.height / 2) >= 0.4 * row.digit_height:
+        return None
+    slope, icpt = (
+        np.polyfit(centres[:, 0], centres[:, 1], 1) if digits > 1 else (0.0, centres[0, 1])
+    )
+    pitch, first = (
+        np.polyfit(np.arange(digits), centres[:, 0], 1)
+        if digits > 1
+        else (row.pitch, centres[0, 0])
+    )
+    return dataclasses.replace(
+        row,
+        slope=float(slope),
+        intercept=float(icpt),
+        anchor=float(first),
+        pitch=float(pitch),
+        span=digits,
+        found=digits,
+        digit_height=height,
+    )
+
+
 def _confirm(
-    frame_image: npt.NDArray[np.uint8], agreeing: Sequence[_Read], engine: OcrEngine, digits: int
+    frame_image: Image, agreeing: Sequence[_Read], row: Row, engine: OcrEngine, digits: int
 ) -> _Read | None:
-    """The first agreeing window that reads the same value at full size, as the
-    daemon will read it."""
+    """The window to propose for the value the reads agree on: rebuilt on the cells the
+    OCR cut, and read at full size as the daemon will read it. Else the first agreeing
+    window that reads the same at full size, if the OCR read the intended row."""
+    height, width = frame_image.shape[:2]
     for candidate in agreeing:
-        result = _read(frame_image, candidate.window, 1.0, engine, digits)
-        if isinstance(result, Reading) and result.digits == candidate.reading.digits:
+        measured = _measured(frame_image, candidate, row, digits)
+        if measured is None:
+            continue
+        value = candidate.reading.digits
+        window = window_for(measured, digits, (width, height))
+        if window is not None:
+            result = _read_window(frame_image, window, 1.0, engine, digits)
+            if isinstance(result, Reading) and result.digits == value:
+                rebuilt = _Read(window, result)
+                if rebuilt.certain or not candidate.certain:
+                    return rebuilt
+        if candidate.scale == 1.0:
+            return candidate
+        result = _read_window(frame_image, candidate.window, 1.0, engine, digits)
+        if isinstance(result, Reading) and result.digits == value:
             return _Read(candidate.window, result)
     return None
 
 
 def search(frame_image: npt.NDArray[np.uint8], digits: int, engine: OcrEngine) -> Search:
+    """What the search found: the proposal, or what to tell the user."""
+    found = _search(frame_image, digits, engine)
+    p = found.proposal
+    log.debug(
+        "locate digits=%d rows=%d reads_failed=%d proposal=%s",
+        digits,
+        found.rows,
+        len(found.reasons),
+        f"x={p.x} y={p.y} width={p.width} height={p.height} rotation={p.rotation:g}"
+        f" reading={p.reading}"
+        if p
+        else None,
+    )
+    return found
+
+
+def _search(frame_image: npt.NDArray[np.uint8], digits: int, engine: OcrEngine) -> Search:
     """Rank the candidate rows, then read windows around them until one reads surely.
 
     A row that goes on past `digits` slots is not proposed (a serial number, or more
@@ -653,11 +741,12 @@ def search(frame_image: npt.NDArray[np.uint8], digits: int, engine: OcrEngine) -
     likely: DigitWindow | None = None
     first: tuple[Row, list[_Read]] | None = None
     reads_left = MAX_READS
-    # The counter is the largest print on a meter: while a clear row of large digits
-    # is in view, a much smaller one is the serial number or a label, whether or not
-    # the large one can be read (glare on the counter leaves the serial readable).
-    strong = [r.digit_height for r in rows if r.found >= math.ceil(STRONG * digits)]
-    least = SMALLER * max(strong, default=0.0)
+    # The counter is the largest print on a meter: while a row of large digits is in
+    # view, a much smaller one is the serial number or a label, whether or not the
+    # large one can be read (glare on the counter leaves the serial readable).
+    # (Two blobs of one size in line are no row of digits yet: three are.)
+    credible = [r.digit_height for r in rows if r.found >= min(3, digits)]
+    least = SMALLER * max(credible, default=0.0)
     for row in rows:
         if row.digit_height < least:
             continue
@@ -667,14 +756,14 @@ def search(frame_image: npt.NDArray[np.uint8], digits: int, engine: OcrEngine) -
         for before in ends(row, digits):
             if reads_left <= 0:
                 break
-            if likely is None:
+            if likely is None and _clear(row, digits):
                 likely = window_for(row, digits, (width, height), before)
             reads, why = _read_sizes(frame_image, row, before, engine, digits, reads_left)
             reads_left -= len(reads) + len(why)
             reasons.extend(why)
             agreeing = _choose(reads, digits, row.span == digits)
             if agreeing and agreeing[0].sure == digits:
-                confirmed = _confirm(frame_image, agreeing, engine, digits)
+                confirmed = _confirm(frame_image, agreeing, row, engine, digits)
                 if confirmed is not None:
                     return Search(_proposal(confirmed), len(rows), tuple(reasons), longer)
             # A turning or unsure digit: the counter caught mid-roll, or a window half
@@ -685,11 +774,16 @@ def search(frame_image: npt.NDArray[np.uint8], digits: int, engine: OcrEngine) -
             reasons.extend(
                 f"read {r.reading.digits} (confidence {r.reading.confidence:.2f})" for r in reads
             )
-    if first is not None:
-        confirmed = _confirm(frame_image, first[1], engine, digits)
-        if confirmed is not None:
-            return Search(_proposal(confirmed), len(rows), tuple(reasons), longer)
+    confirmed = None if first is None else _confirm(frame_image, first[1], first[0], engine, digits)
+    if confirmed is not None:
+        return Search(_proposal(confirmed), len(rows), tuple(reasons), longer)
     return Search(None, len(rows), tuple(reasons), longer, likely)
+
+
+def _clear(row: Row, digits: int) -> bool:
+    """A row clear enough to show a user unconfirmed: all its drums whole but one (a
+    turning one), on the grid, of one height. Noise makes rows of a few blobs too."""
+    return row.found >= max(3, digits - 1) and row.score >= row.found - 0.25
 
 
 def _proposal(read: _Read) -> Proposal:
@@ -728,66 +822,71 @@ def _explain(found: Search, digits: int) -> list[str]:
             f"a row of {found.longer} evenly spaced digits was seen: if that is the counter,"
             f" set meter.digits: {found.longer}"
         )
-    if found.likely is not None:
-        w = found.likely
-        lines.append(
-            f"the most likely place, not confirmed by the OCR: x={w.x} y={w.y}"
-            f" width={w.width} height={w.height} rotation={w.rotation:g} (drawn in the PNG)"
-        )
     return lines
 
 
-def run_locate(config: Config, out_path: Path | str = "locate.png") -> int:
-    """`edgemeter locate`: grab a frame, propose window.*, print it, draw it."""
-    out = Path(out_path)
-    digits = config.meter.digits
-    try:
-        engine = make_engine(config.ocr)
-    except OcrUnavailable as err:
-        print(
-            f"edgemeter: {err} (locate reads each candidate window to confirm it)", file=sys.stderr
-        )
-        return EXIT_ENGINE
-    try:
-        frame = grab_frame(config)
-    except (SourceError, SourceEnded) as err:
-        print(
-            f"edgemeter: cannot take a frame from camera.source={config.camera.source}: {err}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-    found = search(frame.image, digits, engine)
-    proposal = found.proposal
-    if proposal is None:
-        print(
-            f"edgemeter: no counter of {digits} digits found in the frame from {frame.origin}",
-            file=sys.stderr,
-        )
-        for line in _explain(found, digits):
-            print(f"  {line}", file=sys.stderr)
-        if found.likely is not None:
-            label = "most likely place: not confirmed by the OCR"
-            image = draw_overlay(
-                frame.image, found.likely, None, label, max_width=FRAME_PANEL_WIDTH
-            )
-        else:
-            image = draw_message(
-                frame.image, f"no counter of {digits} digits found", max_width=FRAME_PANEL_WIDTH
-            )
-        try:
-            write_png(out, image)
-            print(f"  wrote {out}: the frame as the camera sees it", file=sys.stderr)
-        except OSError as err:
-            print(f"edgemeter: cannot write {out}: {err}", file=sys.stderr)
-        return EXIT_FAILURE
-    window = WindowConfig(
-        proposal.x, proposal.y, proposal.width, proposal.height, proposal.rotation
+def window_yaml(window: DigitWindow) -> str:
+    """The `window:` section of config.yaml for a window."""
+    return (
+        "window:\n"
+        f"  x: {window.x}\n"
+        f"  y: {window.y}\n"
+        f"  width: {window.width}\n"
+        f"  height: {window.height}\n"
+        f"  rotation: {window.rotation:g}\n"
     )
-    image, _ = render_snapshot(frame.image, dataclasses.replace(config, window=window), engine)
+
+
+def _snapshot_with(
+    frame_image: Image, config: Config, window: DigitWindow, engine: OcrEngine
+) -> Image:
+    """The snapshot PNG image as it will look with `window` in the config."""
+    values = WindowConfig(window.x, window.y, window.width, window.height, window.rotation)
+    image, _ = render_snapshot(frame_image, dataclasses.replace(config, window=values), engine)
+    return image
+
+
+def _write(out: Path, image: Image) -> bool:
     try:
         write_png(out, image)
     except OSError as err:
         print(f"edgemeter: cannot write {out}: {err}", file=sys.stderr)
+        return False
+    return True
+
+
+def _report_failure(
+    found: Search, config: Config, frame: Frame, engine: OcrEngine, out: Path
+) -> int:
+    digits = config.meter.digits
+    print(
+        f"edgemeter: no counter of {digits} digits found in the frame from {frame.origin}",
+        file=sys.stderr,
+    )
+    for line in _explain(found, digits):
+        print(f"  {line}", file=sys.stderr)
+    if found.likely is None:
+        text = f"no counter of {digits} digits found"
+        image = draw_message(frame.image, text, max_width=FRAME_PANEL_WIDTH)
+        if _write(out, image):
+            print(f"  wrote {out}: the frame as the camera sees it", file=sys.stderr)
+        return EXIT_FAILURE
+    # The best-ranked row may well be the counter, caught with a drum between two
+    # digits: the user can judge it from the snapshot, so show it, marked unconfirmed.
+    if _write(out, _snapshot_with(frame.image, config, found.likely, engine)):
+        print(
+            f"  wrote {out}: the most likely window and what the OCR makes of it", file=sys.stderr
+        )
+    print("# NOT confirmed by the OCR: the most likely place of the counter. Check the PNG;")
+    print("# a drum caught between two digits often causes this: try again when it settles.")
+    print(window_yaml(found.likely), end="")
+    return EXIT_FAILURE
+
+
+def _report_proposal(
+    found: Search, proposal: Proposal, config: Config, frame: Frame, engine: OcrEngine, out: Path
+) -> int:
+    if not _write(out, _snapshot_with(frame.image, config, proposal.window(), engine)):
         return EXIT_FAILURE
     print(
         f"# found the counter: read {proposal.reading} (confidence {proposal.confidence:.2f})"
@@ -806,3 +905,26 @@ def run_locate(config: Config, out_path: Path | str = "locate.png") -> int:
     print(proposal.yaml(), end="")
     print(f"# wrote {out}: the frame with this window, and the digits as the OCR sees them")
     return EXIT_OK
+
+
+def run_locate(config: Config, out_path: Path | str = "locate.png") -> int:
+    """`edgemeter locate`: grab a frame, propose window.*, print it, draw it.
+
+    Exit status 0 with a confirmed proposal, 1 without one (or without a frame),
+    3 without Tesseract (the proposal is confirmed by reading it)."""
+    try:
+        engine = make_engine(config.ocr)
+    except OcrUnavailable as err:
+        print(f"edgemeter: {err} (locate confirms a window by reading it)", file=sys.stderr)
+        return EXIT_ENGINE
+    try:
+        frame = grab_frame(config)
+    except (SourceError, SourceEnded) as err:
+        source = config.camera.source
+        print(f"edgemeter: cannot take a frame from camera.source={source}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    found = search(frame.image, config.meter.digits, engine)
+    out = Path(out_path)
+    if found.proposal is None:
+        return _report_failure(found, config, frame, engine, out)
+    return _report_proposal(found, found.proposal, config, frame, engine, out)

@@ -15,7 +15,6 @@ publishes nothing and keeps no state.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from edgemeter.ocr import (
 )
 from edgemeter.source import Frame, SourceEnded, SourceError, as_bgr, open_source
 from edgemeter.window import DigitWindow, WindowError, check_fits, crop
-
-log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
 BGR = tuple[int, int, int]
