@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from broker import Broker, Received, Subscriber, collect, wait_for
 from replay import run_daemon, start_daemon, write_config, write_frames
@@ -292,10 +293,19 @@ def test_web_page_shows_the_latest_reading_and_frame(tmp_path: Path, broker: Bro
     )
     process = start_daemon(config, tmp_path / "daemon.log")
     base = f"http://127.0.0.1:{port}"
+    status: dict[str, Any] = {}
+
+    def reading_shown() -> bool:
+        nonlocal status
+        try:
+            with urllib.request.urlopen(f"{base}/api/status.json", timeout=10) as response:
+                status = json.loads(response.read())
+        except OSError:
+            return False  # not serving yet
+        return bool(status.get("reading")) and status["reading"]["value"] >= 803
+
     try:
-        assert wait_for(lambda: "accepted value=803" in (tmp_path / "daemon.log").read_text(), 90)
-        with urllib.request.urlopen(f"{base}/api/status.json", timeout=10) as response:
-            status = json.loads(response.read())
+        assert wait_for(reading_shown, 90, interval_s=0.2)
         with urllib.request.urlopen(f"{base}/frame.jpg", timeout=10) as response:
             frame = response.read()
             content_type = response.headers["Content-Type"]
