@@ -38,18 +38,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from edgemeter import classify, simulate
-from edgemeter.ocr import Cells, NoReading, preprocess, to_grey
+from edgemeter.ocr import Cells, NoReading, Reading, preprocess, to_grey
 from edgemeter.window import DigitWindow, crop
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "data" / "meterdigits"
-CACHE = Path("/tmp/edgemeter-classifier-data.npz")
+CACHE = ROOT / "build" / "classifier-data.npz"
 GATE = 0.6
+NO_DIGIT = float("nan")  # the label of a cell that shows no drum digit
 # Per-drum error allowed above the gate on validation: a 6-drum reading stays well
 # under 0.5 % wrong.
 GATE_RISK = 0.001
@@ -169,32 +171,52 @@ def warp(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.warpAffine(grey, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
+def _polarity(grey: np.ndarray, rng: np.random.Generator) -> bool:
+    """The engine's polarity judgement, wrong on purpose now and then: the network
+    should still read a digit whose polarity was misjudged (glare, a dirty drum)."""
+    light = classify.light_on_dark(grey)
+    return light != (rng.random() < 0.03)
+
+
 def real_samples(
     rows: list[RealRow], copies: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs, positions and 'real' flags: each crop as is, plus augmented copies."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
+    previous = None
     for row in rows:
         image = cv2.imread(str(REAL / row.file))
         if image is None:
             continue
-        light = classify._polarity(to_grey(image))
-        xs.append(classify.normalise(image, light))
+        xs.append(classify.normalise(image))
         ys.append(row.position)
         for _ in range(copies):
             grey = degrade(warp(channel_mix(image, rng), rng), rng)
-            flip = rng.random() < 0.04  # the polarity guess is wrong now and then
-            xs.append(classify.normalise(grey, light != flip))
+            xs.append(classify.normalise(grey, _polarity(grey, rng)))
             ys.append(row.position)
+        if copies and previous is not None and rng.random() < 0.25:
+            grey = degrade(between(previous, image, rng), rng)
+            xs.append(classify.normalise(grey, _polarity(grey, rng)))
+            ys.append(NO_DIGIT)
+        previous = image
     return np.stack(xs), np.array(ys, np.float32), np.ones(len(ys), bool)
 
 
+def between(left: np.ndarray, right: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a cell cut half a drum off shows: the right half of one drum and the left
+    half of the next, side by side. Not a digit."""
+    height = right.shape[0]
+    scale = height / left.shape[0]
+    left = cv2.resize(left, (max(2, round(left.shape[1] * scale)), height))
+    pair = channel_mix(np.hstack([left, right]), rng)
+    width = right.shape[1]
+    x0 = left.shape[1] - width // 2 + round(rng.uniform(-0.12, 0.12) * width)
+    x0 = min(max(0, x0), pair.shape[1] - width)
+    return pair[:, x0 : x0 + width]
+
+
 # --------------------------------------------------------------------------- synthetic
-
-
-def _luma(bgr: tuple[int, int, int]) -> float:
-    return 0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2]
 
 
 def sim_value(style: simulate.CounterStyle, rng: np.random.Generator) -> float:
@@ -203,10 +225,8 @@ def sim_value(style: simulate.CounterStyle, rng: np.random.Generator) -> float:
     if rng.random() < 0.35 and style.digits > 1:
         k = int(rng.integers(1, style.digits))  # the k drums below the carried one show 9
         whole = (whole // 10**k) * 10**k + 10**k - 1
-    if rng.random() < 0.45:
-        frac = rng.uniform(-0.06, 0.08)  # at rest, a little off
-    else:
-        frac = rng.uniform(0.0, 1.0)
+    # At rest (a little off) or anywhere in the turn.
+    frac = rng.uniform(-0.06, 0.08) if rng.random() < 0.45 else rng.uniform(0.0, 1.0)
     return max(0.0, whole + frac)
 
 
@@ -219,14 +239,12 @@ def sim_frame_samples(seed: int, fonts: tuple[str, ...]) -> tuple[list[np.ndarra
     frame = simulate.render(style, value, conditions, rng)
     window = crop(frame.image, DigitWindow(*frame.window))
     grey = channel_mix(window, rng)
-    if style.lcd:
-        positions = [float(c) for c in frame.truth]
-    else:
-        positions = list(frame.drum_positions)
+    # An LCD shows the digits reached, whole.
+    positions = [float(c) for c in frame.truth] if style.lcd else list(frame.drum_positions)
     found = preprocess(window, style.digits) if rng.random() < 0.7 else None
     xs: list[np.ndarray] = []
-    if isinstance(found, Cells) and len(found.cells) == style.digits:
-        for where, cell in zip(classify.geometry(found), found.cells, strict=True):
+    if isinstance(found, Cells) and _on_the_drums(found, frame, style):
+        for where in classify.geometry(found):
             jittered = classify.CellGeometry(
                 (
                     where.centre[0] + rng.normal(0, 0.02) * where.digit_height,
@@ -235,11 +253,12 @@ def sim_frame_samples(seed: int, fonts: tuple[str, ...]) -> tuple[list[np.ndarra
                 where.angle + rng.normal(0, 0.5),
                 where.digit_height * math.exp(rng.normal(0, 0.03)),
             )
-            xs.append(_cut(grey, jittered, cell.light_on_dark, rng))
+            xs.append(_cut(grey, jittered, rng))
+        centres = [g.centre for g in classify.geometry(found)]
+        angle, dh = found.angle, found.digit_height
     else:
         wx, wy = frame.window[:2]
-        for i, (x, y, w, h) in enumerate(frame.cells):
-            fg, bg = simulate._drum_colours(style, i)
+        for x, y, w, h in frame.cells:
             dh = style.digit_height * math.exp(rng.normal(0, 0.06))
             where = classify.CellGeometry(
                 (
@@ -249,18 +268,39 @@ def sim_frame_samples(seed: int, fonts: tuple[str, ...]) -> tuple[list[np.ndarra
                 style.rotation + rng.normal(0, 1.2),
                 dh,
             )
-            light = _luma(fg) > _luma(bg)
-            xs.append(_cut(grey, where, light != (rng.random() < 0.03), rng))
+            xs.append(_cut(grey, where, rng))
+        centres = [(x + w / 2 - wx, y + h / 2 - wy) for x, y, w, h in frame.cells]
+        angle, dh = style.rotation, float(style.digit_height)
+    if len(centres) > 1 and rng.random() < 0.6:
+        # A cell cut between two drums, as a cell finder off by half a pitch cuts it.
+        i = int(rng.integers(len(centres) - 1))
+        t = 0.5 + rng.uniform(-0.1, 0.1)
+        (x0, y0), (x1, y1) = centres[i], centres[i + 1]
+        where = classify.CellGeometry((x0 + t * (x1 - x0), y0 + t * (y1 - y0)), angle, dh)
+        xs.append(_cut(grey, where, rng))
+        positions.append(NO_DIGIT)
     return xs, positions
 
 
-def _cut(
-    grey: np.ndarray, where: classify.CellGeometry, light: bool, rng: np.random.Generator
-) -> np.ndarray:
+def _on_the_drums(cells: Cells, frame: simulate.SimFrame, style: simulate.CounterStyle) -> bool:
+    """Whether the cells the OCR found are the drums (and not, say, the serial number
+    printed below them, or the row shifted by one drum): else their labels would lie."""
+    if len(cells.cells) != style.digits:
+        return False
+    wx, wy = frame.window[:2]
+    h = style.digit_height
+    for where, (x, y, w, ch) in zip(classify.geometry(cells), frame.cells, strict=True):
+        dx, dy = where.centre[0] - (x + w / 2 - wx), where.centre[1] - (y + ch / 2 - wy)
+        if abs(dx) > 0.25 * h or abs(dy) > 0.2 * h or abs(where.digit_height / h - 1) > 0.25:
+            return False
+    return True
+
+
+def _cut(grey: np.ndarray, where: classify.CellGeometry, rng: np.random.Generator) -> np.ndarray:
     height = classify.CROP_H * math.exp(rng.uniform(-0.06, 0.06))
     width = classify.CROP_W * math.exp(rng.uniform(-0.12, 0.12))
-    cell = classify.cut(grey, where, height, width)
-    return classify.normalise(degrade(cell, rng, 0.35), light)
+    cell = degrade(classify.cut(grey, where, height, width), rng, 0.35)
+    return classify.normalise(cell, _polarity(cell, rng))
 
 
 def _sim_worker(args: tuple[int, int, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
@@ -323,25 +363,32 @@ def build(frames: int, copies: int, seed: int, workers: int) -> dict[str, np.nda
 # --------------------------------------------------------------------------- training
 
 
-def soft_targets(positions: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Targets over the 100 tenths: a position shared by the two tenths around it,
-    a real (human) label a little spread onto its neighbours."""
+def soft_targets(positions: np.ndarray, spread: float = 0.0) -> np.ndarray:
+    """Targets over the 100 tenths: a position shared by the two tenths around it.
+
+    No label smoothing by default: the reached digit changes between x.8 and x.9, one
+    tenth from where real drums settle (the labels put 37 % of settled digits at x.9),
+    so mass smeared onto neighbouring tenths is confidence lost on settled digits.
+    """
     n = len(positions)
-    tenths = np.mod(positions.astype(np.float64) * 10, classify.CLASSES)
+    none = np.isnan(positions)
+    tenths = np.mod(np.nan_to_num(positions.astype(np.float64)) * 10, classify.CLASSES)
     low = np.floor(tenths).astype(int) % classify.CLASSES
     frac = tenths - np.floor(tenths)
     target = np.zeros((n, classify.CLASSES), np.float32)
     rows = np.arange(n)
     target[rows, low] += 1 - frac
     target[rows, (low + 1) % classify.CLASSES] += frac
-    spread = np.where(real, 0.1, 0.05)[:, None]
     smooth = (1 - 2 * spread) * target
     smooth += spread * (np.roll(target, 1, axis=1) + np.roll(target, -1, axis=1))
-    return smooth.astype(np.float32)
+    out = np.zeros((n, classify.OUTPUTS), np.float32)
+    out[~none, : classify.CLASSES] = smooth[~none]
+    out[none, classify.NOT_A_DIGIT] = 1.0
+    return out
 
 
 def make_model():  # type: ignore[no-untyped-def]
-    import torch.nn as nn  # noqa: PLC0415 - training-time dependency
+    from torch import nn  # noqa: PLC0415 - training-time dependency
 
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -362,7 +409,7 @@ def make_model():  # type: ignore[no-untyped-def]
         nn.Linear(flat, 128),
         nn.ReLU(),
         nn.Dropout(0.2),
-        nn.Linear(128, classify.CLASSES),
+        nn.Linear(128, classify.OUTPUTS),
     )
 
 
@@ -370,10 +417,12 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, batch: int = 256)
     import torch  # noqa: PLC0415
 
     torch.manual_seed(seed)
-    torch.set_num_threads(2)
+    # One thread: with two, torch's OpenMP workers stall for minutes whenever anything
+    # else runs on a two-core machine.
+    torch.set_num_threads(1)
     model = make_model()
     x = torch.from_numpy(data["x"].astype(np.float32))[:, None]
-    t = torch.from_numpy(soft_targets(data["y"], data["real"]))
+    t = torch.from_numpy(soft_targets(data["y"]))
     # Real crops are the scarcer and the closer to what users see: drawn twice as often.
     weights = torch.from_numpy(np.where(data["real"], 2.0, 1.0)).double()
     per_epoch = len(x)
@@ -423,16 +472,19 @@ def logits_of(model, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-de
 
 
 def reached(positions: np.ndarray) -> np.ndarray:
-    """The digit each true position has reached, by classify's rule."""
-    tenths = np.round(np.asarray(positions, np.float64) * 10, 6)
-    return np.floor((tenths - classify.REACHED_FROM) / 10).astype(int) % 10
+    """The digit each true position has reached, by classify's rule on its nearest
+    tenth; -1 for a cell that shows no digit (any digit read there is wrong)."""
+    tenths = np.round(np.nan_to_num(np.asarray(positions, np.float64), nan=-1.0) * 10)
+    digit = np.floor((tenths - classify.REACHED_FROM) / 10).astype(int) % 10
+    return np.where(np.isnan(positions), -1, digit)
 
 
 def evaluate_split(model, x: np.ndarray, y: np.ndarray, real: np.ndarray) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     probs = softmax(logits_of(model, x), 1.0)
     mass = np.stack([classify.reached_mass(p) for p in probs])
     right = mass.argmax(1) == reached(y)
-    return float(right[real].mean()), float(right[~real].mean())
+    digit = ~np.isnan(y)
+    return float(right[real & digit].mean()), float(right[~real & digit].mean())
 
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -501,53 +553,86 @@ class Tally:
     def n(self) -> int:
         return self.read + self.wrong + self.unread
 
+    def add(self, got: str | None, ok: set[str]) -> None:
+        if got is None:
+            self.unread += 1
+        elif got in ok:
+            self.read += 1
+        else:
+            self.wrong += 1
+
     def row(self, name: str) -> str:
         pct = 100.0 / max(1, self.n)
+        ms = f"{self.ms / self.n:.1f}" if self.ms else "-"
         return (
             f"| {name} | {self.n} | {self.read * pct:.1f} | {self.wrong * pct:.2f} |"
-            f" {self.unread * pct:.1f} | {self.ms / max(1, self.n):.1f} |"
+            f" {self.unread * pct:.1f} | {ms} |"
         )
 
 
-def _gated(result: object) -> str | None:
+class Engine(Protocol):
+    name: str
+
+    def read(self, window: np.ndarray, digits: int) -> Reading | NoReading: ...
+
+
+def _gated(result: Reading | NoReading) -> str | None:
+    """What the daemon would take from a read: digits at or above the gate, or none."""
     if isinstance(result, NoReading):
         return None
-    assert not isinstance(result, NoReading)
-    reading = result
-    return reading.digits if reading.confidence >= GATE else None  # type: ignore[attr-defined]
+    return result.digits if result.confidence >= GATE else None
 
 
-def report_real(engine: classify.ClassifierEngine) -> None:
-    rows = real_rows("test")
-    digits, rolling = Tally(), Tally()
-    for row in rows:
+def _combined(answers: dict[str, str | None]) -> dict[str, str | None]:
+    """Two ways of using both engines: both must agree, or Tesseract when the
+    classifier abstains."""
+    if "tesseract" not in answers:
+        return {}
+    mine, theirs = answers["classifier"], answers["tesseract"]
+    return {
+        "classifier = tesseract": mine if mine == theirs else None,
+        "classifier, else tesseract": mine if mine is not None else theirs,
+    }
+
+
+def _score(
+    samples: Iterator[tuple[np.ndarray, int, set[str], str]], engines: dict[str, Engine]
+) -> dict[str, dict[str, Tally]]:
+    """Tallies per sample group and path; a sample is (window, digits, right answers,
+    group)."""
+    tallies: dict[str, dict[str, Tally]] = {}
+    for window, digits, ok, group in samples:
+        answers: dict[str, str | None] = {}
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            answers[name] = _gated(engine.read(window, digits))
+            ms = (time.perf_counter() - started) * 1000
+            tallies.setdefault(group, {}).setdefault(name, Tally()).ms += ms
+        answers.update(_combined(answers))
+        for name, got in answers.items():
+            tallies.setdefault(group, {}).setdefault(name, Tally()).add(got, ok)
+    return tallies
+
+
+def real_test() -> Iterator[tuple[np.ndarray, int, set[str], str]]:
+    """meterdigits `test` as one-drum windows: a digit must be read as its label, a
+    drum between two digits as either."""
+    for row in real_rows("test"):
         image = cv2.imread(str(REAL / row.file))
-        started = time.perf_counter()
-        got = _gated(engine.read(image, 1))
-        ms = (time.perf_counter() - started) * 1000
-        tally = rolling if row.label == "N" else digits
-        tally.ms += ms
         if row.label == "N":
             low = int(row.position) % 10
-            ok = {str(low), str((low + 1) % 10)}
+            yield image, 1, {str(low), str((low + 1) % 10)}, "real test N (mid-roll)"
         else:
-            ok = {row.label}
-        if got is None:
-            tally.unread += 1
-        elif got in ok:
-            tally.read += 1
-        else:
-            tally.wrong += 1
-    print(digits.row("real test 0-9 (classifier)"))
-    print(rolling.row("real test N: neither neighbour (classifier)"))
+            yield image, 1, {row.label}, "real test 0-9"
 
 
-def held_out_frames(count: int, seed: int) -> Iterator[tuple[np.ndarray, str]]:
-    """Six-drum counters in held-out fonts under hard conditions, a quarter mid-roll."""
+def held_out_frames(count: int, seed: int) -> Iterator[tuple[np.ndarray, int, set[str], str]]:
+    """Six-drum counters in held-out fonts under hard conditions, a quarter mid-roll,
+    a new installation every 10 frames."""
     rng = np.random.default_rng(seed)
-    style = None
+    style = simulate.default_style()
     for index in range(count):
-        if index % 10 == 0 or style is None:
+        if index % 10 == 0:
             style = simulate.random_style(rng, HELD_OUT_FONTS)
             while style.digits != 6:
                 style = simulate.random_style(rng, HELD_OUT_FONTS)
@@ -555,39 +640,23 @@ def held_out_frames(count: int, seed: int) -> Iterator[tuple[np.ndarray, str]]:
         if rng.random() < 0.25:
             value += float(rng.uniform(0.15, 0.85))
         frame = simulate.render(style, value, simulate.random_conditions(rng, hard=True), rng)
-        yield crop(frame.image, DigitWindow(*frame.window)), frame.truth
-
-
-def report_sim(engines: dict[str, object], count: int) -> None:
-    tallies = {name: Tally() for name in engines}
-    for window, truth in held_out_frames(count, 2024):
-        for name, engine in engines.items():
-            started = time.perf_counter()
-            got = _gated(engine.read(window, 6))  # type: ignore[attr-defined]
-            tally = tallies[name]
-            tally.ms += (time.perf_counter() - started) * 1000
-            if got is None:
-                tally.unread += 1
-            elif got == truth:
-                tally.read += 1
-            else:
-                tally.wrong += 1
-    for name, tally in tallies.items():
-        print(tally.row(f"held-out fonts, hard, 6 digits ({name})"))
+        window = crop(frame.image, DigitWindow(*frame.window))
+        yield window, 6, {frame.truth}, "held-out fonts, hard, 6 digits"
 
 
 def report(model: Path, frames: int, tesseract: bool) -> None:
-    engine = classify.ClassifierEngine(model)
-    print("| set | n | read % | wrong % | unread % | ms per window |")
-    print("|---|---|---|---|---|---|")
-    report_real(engine)
-    engines: dict[str, object] = {"classifier": engine}
+    engines: dict[str, Engine] = {"classifier": classify.ClassifierEngine(model)}
     if tesseract:
         from edgemeter.config import OcrConfig  # noqa: PLC0415
         from edgemeter.ocr import make_engine  # noqa: PLC0415
 
         engines["tesseract"] = make_engine(OcrConfig())
-    report_sim(engines, frames)
+    print("| set | path | n | read % | wrong % | unread % | ms per window |")
+    print("|---|---|---|---|---|---|---|")
+    for samples in (real_test(), held_out_frames(frames, 2024)):
+        for group, paths in _score(samples, engines).items():
+            for name, tally in paths.items():
+                print(tally.row(f"{group} | {name}"), flush=True)
 
 
 # --------------------------------------------------------------------------- main
@@ -621,13 +690,14 @@ def main() -> int:
         print(f"dataset from {args.cache}: {len(data['y'])} train, {len(data['vy'])} val")
     else:
         data = build(args.frames, args.copies, args.seed, args.workers)
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.cache, **data)
     built = time.time()
     model = train(data, args.epochs, args.seed)
     trained = time.time()
 
     logits = logits_of(model, data["vx"])
-    temperature = fit_temperature(logits, soft_targets(data["vy"], data["vreal"]))
+    temperature = fit_temperature(logits, soft_targets(data["vy"]))
     probs = softmax(logits, temperature)
     mass = np.stack([classify.reached_mass(p) for p in probs])
     right = mass.argmax(1) == reached(data["vy"])
@@ -636,6 +706,7 @@ def main() -> int:
         "input": [classify.INPUT_H, classify.INPUT_W],
         "crop": [classify.CROP_H, classify.CROP_W],
         "classes": classify.CLASSES,
+        "outputs": classify.OUTPUTS,
         "temperature": round(temperature, 4),
         "calibration": calibration,
         "trained": {
@@ -653,13 +724,15 @@ def main() -> int:
     export(model, args.out, meta)
     engine = classify.ClassifierEngine(args.out)
     gated = np.array([calibration_gate(engine, m) for m in mass.max(1)])
-    for name, sel in (("real", data["vreal"]), ("sim", ~data["vreal"])):
-        n = int(sel.sum())
+    none = np.isnan(data["vy"])
+    for name, sel in (("real", data["vreal"] & ~none), ("sim", ~data["vreal"] & ~none)):
         print(
-            f"val {name}: n={n} top1={right[sel].mean():.4f} "
+            f"val {name} digits: n={int(sel.sum())} top1={right[sel].mean():.4f} "
             f"read@gate={(gated & right)[sel].mean():.4f} "
             f"wrong@gate={(gated & ~right)[sel].mean():.5f}"
         )
+    if none.any():
+        print(f"val not-a-digit cells: n={int(none.sum())} read@gate={gated[none].mean():.5f}")
     print(f"temperature={temperature:.3f} calibration={calibration}")
     print(
         f"times: data {built - started:.0f} s, training {trained - built:.0f} s; "

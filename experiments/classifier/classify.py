@@ -4,11 +4,12 @@ The cells come from `ocr.preprocess` (the same row finding, levelling and splitt
 Tesseract engine uses). Each cell is cut again at a fixed geometry around the digit
 band, made grey with the digit light on dark, contrast-stretched and scaled to the
 network's input; the network says where the drum stands, as a distribution over the
-100 tenths of its turn (3.4: 40 % of the way from 3 to 4). From that distribution:
+100 tenths of its turn (3.4: 40 % of the way from 3 to 4), or that the cell shows no
+drum digit at all (the cell finder cut between two drums). From that distribution:
 
 * the digit the drum has reached: the tenths from d - 0.1 to d + 0.8 count as d. A drum
-  a tenth short of d shows d all but whole (the real training labels call it d); from
-  a tenth past the half-way point on it has visibly left d, and that is still d;
+  a tenth short of d shows d all but whole (the real labels call it d); at d + 0.8 it
+  has not reached d + 1 (a counter's value is floor(position)), so that is still d;
 * whether it is rolling: most of the mass off the settled tenths (d - 0.1 .. d + 0.1);
 * the confidence: the mass on the winning digit, mapped through the calibration stored
   with the model, so that a digit at or above 0.6 is wrong well under 0.5 % of the time
@@ -27,8 +28,8 @@ by scripts/train_classifier.py.
 
 from __future__ import annotations
 
+import itertools
 import json
-import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -41,8 +42,6 @@ import numpy.typing as npt
 
 from edgemeter.ocr import Cells, NoReading, Reading, preprocess, to_grey
 
-log = logging.getLogger(__name__)
-
 Image = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
 
@@ -54,12 +53,19 @@ INPUT_H, INPUT_W = 32, 20
 # The cut around a drum, in settled-digit heights: the digit fills about two thirds of
 # the height, as in the photographed one-drum crops the model also learns from.
 CROP_H, CROP_W = 1.54, 0.85
-# Tenths of a drum turn the network tells apart.
+# Tenths of a drum turn the network tells apart; one more output says the cell shows
+# no drum digit at all (cut between two drums, a separator, the bezel): the cell
+# finder's mistakes, which the network must not read as digits.
 CLASSES = 100
+NOT_A_DIGIT = CLASSES
+OUTPUTS = CLASSES + 1
 # Reached digit d owns the tenths d - 0.1 .. d + 0.8 (offset of its first tenth).
 REACHED_FROM = -1
 # A drum within a tenth of a digit is settled on it.
 SETTLED_TENTHS = 1
+# A higher drum stands this many tenths off where the carry puts it, at most: slack in
+# the gearing. Further off (half-way between two digits) it gives no digit.
+SLACK_TENTHS = 3
 # Below this spread of grey levels a cell shows nothing (as ocr.MIN_CONTRAST).
 MIN_CONTRAST = 12.0
 
@@ -86,15 +92,34 @@ class DrumPosition:
 # --------------------------------------------------------------------------- cutting
 
 
-def normalise(cell: npt.NDArray[Any], light_on_dark: bool) -> FloatArray:
+def light_on_dark(grey: Image) -> bool:
+    """Whether a drum cell shows a light digit on a darker drum.
+
+    The drum's face is most of a cell cut around its digit (strokes, even a bold 8 or
+    two part digits of a turning drum, cover well under half), so the median sits on
+    the face's side of mid-grey. This beats asking which polarity looks more like a
+    glyph: a thin 1 looks like a glyph either way round.
+    """
+    h, w = grey.shape
+    core = grey[h // 10 : h - h // 10, w // 10 : w - w // 10]
+    if core.size == 0:
+        core = grey
+    lo, hi = np.percentile(core, (2, 98))
+    return bool(np.median(core) < (lo + hi) / 2)
+
+
+def normalise(cell: npt.NDArray[Any], light: bool | None = None) -> FloatArray:
     """A cell image as the network's input: grey, digit light on dark, INPUT_H x
     INPUT_W, grey levels stretched so the 2nd..98th percentile spans 0..1, centred.
 
-    The percentiles, not min and max: a specular dot or a dead pixel would otherwise
-    set the scale.
+    `light`: whether the digit is the lighter (None: `light_on_dark` decides). The
+    percentiles, not min and max: a specular dot or a dead pixel would otherwise set
+    the scale.
     """
     grey = to_grey(cell)
-    if not light_on_dark:
+    if light is None:
+        light = light_on_dark(grey)
+    if not light:
         grey = 255 - grey
     h, w = grey.shape
     interp = cv2.INTER_AREA if h > INPUT_H or w > INPUT_W else cv2.INTER_LINEAR
@@ -185,7 +210,7 @@ def cell_inputs(grey: Image, cells: Cells) -> FloatArray:
         crops = [grey]
     else:
         crops = [cut(grey, g) for g in geometry(cells)]
-    batch = [normalise(c, cell.light_on_dark) for c, cell in zip(crops, cells.cells, strict=True)]
+    batch = [normalise(c) for c in crops]
     return np.stack(batch)[:, None, :, :]
 
 
@@ -193,8 +218,10 @@ def cell_inputs(grey: Image, cells: Cells) -> FloatArray:
 
 
 def reached_mass(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Probability of each reached digit 0-9 from the 100 tenths."""
-    return np.roll(probs, -REACHED_FROM).reshape(10, 10).sum(axis=1)
+    """Probability of each reached digit 0-9 from the tenths (the not-a-digit output,
+    if given, belongs to none)."""
+    rolled = np.roll(np.asarray(probs[:CLASSES], dtype=np.float64), -REACHED_FROM)
+    return np.asarray(rolled.reshape(10, 10).sum(axis=1), dtype=np.float64)
 
 
 def _circular_mean(probs: npt.NDArray[np.float64], centre: int, reach: int) -> float:
@@ -209,6 +236,7 @@ def _circular_mean(probs: npt.NDArray[np.float64], centre: int, reach: int) -> f
 
 def position_of(probs: npt.NDArray[np.float64]) -> float:
     """Where the drum stands, 0..10: the mean around the most likely tenth."""
+    probs = probs[:CLASSES]
     peak = int(np.argmax(probs))
     return (_circular_mean(probs, peak, 4) / 10.0) % 10.0
 
@@ -225,7 +253,8 @@ class Calibration:
 
 
 def decode(probs: npt.NDArray[np.float64], calibration: Calibration) -> DrumPosition:
-    """One drum's reading from its distribution over the tenths."""
+    """One drum's reading from its distribution over the tenths (and not-a-digit)."""
+    probs = probs[:CLASSES]
     mass = reached_mass(probs)
     digit = int(np.argmax(mass))
     settled = sum(
@@ -259,12 +288,13 @@ def _higher_drum(probs: npt.NDArray[np.float64], carry: float, calibration: Cali
     """A drum read knowing how far the drums below it make it turn (`carry`, digits).
 
     Taken back by `carry`, the drum should stand on a digit: its reached digit is the
-    one with the most mass within half a digit. Mass half-way between two digits, when
-    nothing below turns it, is a misread or a slipped drum: no confident digit.
+    one with the most mass within SLACK_TENTHS of it. Mass half-way between two digits
+    when nothing below turns it is a misread or a slipped drum: no confident digit.
     """
     shift = round(carry * 10)
-    settled = np.roll(probs, -shift)
-    mass = np.roll(settled, 5).reshape(10, 10).sum(axis=1)  # d - 0.5 .. d + 0.4
+    settled = np.roll(probs[:CLASSES], -shift)
+    window = np.arange(-SLACK_TENTHS, SLACK_TENTHS + 1)
+    mass = np.array([settled[(10 * d + window) % CLASSES].sum() for d in range(10)])
     digit = int(np.argmax(mass))
     own = (_circular_mean(settled, 10 * digit, 4) / 10.0) - digit
     rolling = carry >= SETTLED_TENTHS / 10 or abs(own) > SETTLED_TENTHS / 10 + 0.05
@@ -313,6 +343,7 @@ def _load_info(path: Path) -> ModelInfo:
             "input": [INPUT_H, INPUT_W],
             "crop": [CROP_H, CROP_W],
             "classes": CLASSES,
+            "outputs": OUTPUTS,
         }
         for key, value in expected.items():
             if meta[key] != value:
@@ -325,7 +356,7 @@ def _load_info(path: Path) -> ModelInfo:
         temperature = float(meta["temperature"])
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"classifier model metadata {path} is incomplete: {err!r}") from err
-    if len(raw) < 2 or len(raw) != len(conf) or any(b < a for a, b in zip(raw, raw[1:])):
+    if len(raw) < 2 or len(raw) != len(conf) or any(b < a for a, b in itertools.pairwise(raw)):
         raise ModelError(f"classifier model metadata {path}: calibration knots are invalid")
     if not temperature > 0:
         raise ModelError(f"classifier model metadata {path}: temperature must be > 0")
@@ -367,28 +398,24 @@ class ClassifierEngine:
         return net
 
     def probabilities(self, inputs: FloatArray) -> npt.NDArray[np.float64]:
-        """Distribution over the tenths for each input, shape (n, CLASSES)."""
+        """Distribution over the tenths and not-a-digit, shape (n, OUTPUTS)."""
         net = self._net()
         net.setInput(np.ascontiguousarray(inputs, dtype=np.float32))
-        logits = np.asarray(net.forward(), dtype=np.float64).reshape(len(inputs), CLASSES)
+        logits = np.asarray(net.forward(), dtype=np.float64).reshape(len(inputs), OUTPUTS)
         logits /= self.info.temperature
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        probs: npt.NDArray[np.float64] = exp / exp.sum(axis=1, keepdims=True)
-        return probs
+        return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float64)
 
     def classify_cell(
-        self, cell_image: npt.NDArray[Any], light_on_dark: bool | None = None
+        self, cell_image: npt.NDArray[Any], light: bool | None = None
     ) -> DrumPosition:
         """Where the drum in one cell image stands (the crop of one drum's window).
 
-        Without `light_on_dark`, the polarity is the one the OCR's one-drum cleaning
-        finds (digits are the minority of a drum's face when that finds nothing).
+        `light`: whether the digit is lighter than the drum; None: judged from the
+        image (`light_on_dark`).
         """
-        grey = to_grey(cell_image)
-        if light_on_dark is None:
-            light_on_dark = _polarity(grey)
-        probs = self.probabilities(normalise(grey, light_on_dark)[None, None])
+        probs = self.probabilities(normalise(cell_image, light)[None, None])
         return decode(probs[0], self.info.calibration)
 
     def read(self, window: npt.NDArray[Any], digits: int) -> Reading | NoReading:
@@ -408,12 +435,3 @@ class ClassifierEngine:
 def _spread(grey: Image) -> float:
     lo, hi = np.percentile(grey, (2, 98))
     return float(hi - lo)
-
-
-def _polarity(grey: Image) -> bool:
-    """Whether a one-drum crop shows a light digit on a dark drum."""
-    cells = preprocess(grey, 1)
-    if isinstance(cells, Cells):
-        return cells.cells[0].light_on_dark
-    lo, hi = np.percentile(grey, (5, 95))
-    return bool(np.mean(grey < (lo + hi) / 2) >= 0.5)

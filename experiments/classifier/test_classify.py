@@ -1,0 +1,230 @@
+"""The classifier engine: the packaged model, on real drum crops and simulated counters.
+
+Real crops come from ../shared/data/meterdigits (its `test` split, never trained on);
+those tests skip when the data set is not beside the repository. No timing assertions:
+speed is measured by `scripts/train_classifier.py --report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgemeter import classify, simulate
+from edgemeter.classify import CellGeometry, ClassifierEngine, DrumPosition, ModelError
+from edgemeter.ocr import NoReading, Reading
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meterdigits"
+GATE = 0.6
+
+
+@pytest.fixture(scope="module")
+def engine() -> ClassifierEngine:
+    return ClassifierEngine()
+
+
+def frame_of(value: float, style: simulate.CounterStyle | None = None) -> simulate.SimFrame:
+    return simulate.render(
+        style or simulate.default_style(), value, simulate.Conditions(), np.random.default_rng(0)
+    )
+
+
+def window_of(value: float) -> np.ndarray:
+    frame = frame_of(value)
+    x, y, w, h = frame.window
+    return frame.image[y : y + h, x : x + w]
+
+
+def last_drum(value: float) -> np.ndarray:
+    """The last drum of the default counter, cut as the engine cuts a cell."""
+    style = simulate.default_style()
+    frame = frame_of(value, style)
+    x, y, w, h = frame.cells[-1]
+    where = CellGeometry((x + w / 2, y + h / 2), 0.0, float(style.digit_height))
+    return classify.cut(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), where)
+
+
+def real_test_crops() -> list[tuple[str, int]]:
+    """Three clear crops per digit from the test split: settled, at least 30 px wide,
+    the first by file name."""
+    if not (REAL / "labels.csv").is_file():
+        return []
+    with (REAL / "labels.csv").open() as handle:
+        rows = sorted(
+            (r for r in csv.DictReader(handle) if r["split"] == "test"), key=lambda r: r["file"]
+        )
+    picked: list[tuple[str, int]] = []
+    for digit in range(10):
+        clear = [
+            r["file"]
+            for r in rows
+            if r["label"] == str(digit)
+            and float(r["position"]) == digit
+            and r["kind"] == "roller"
+            and int(r["width"]) >= 30
+        ]
+        picked.extend((name, digit) for name in clear[:3])
+    return picked
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_the_packaged_model_loads() -> None:
+    engine = ClassifierEngine()
+
+    assert engine.name == "classifier"
+    assert engine.model_path == classify.DEFAULT_MODEL
+    assert engine.info.calibration(1.0) == pytest.approx(1.0)
+
+
+def test_a_corrupt_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    model = tmp_path / "drum_classifier.onnx"
+    model.write_bytes(b"not an onnx file at all" * 20)
+    shutil.copy(classify.DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
+
+    with pytest.raises(ModelError, match="corrupt"):
+        ClassifierEngine(model)
+
+
+def test_a_missing_model_file_says_how_to_get_one(tmp_path: Path) -> None:
+    model = tmp_path / "drum_classifier.onnx"
+    shutil.copy(classify.DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
+
+    with pytest.raises(ModelError, match=r"missing.*train_classifier"):
+        ClassifierEngine(model)
+
+
+def test_metadata_for_another_input_size_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "drum_classifier.onnx"
+    shutil.copy(classify.DEFAULT_MODEL, model)
+    meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
+    meta["input"] = [64, 40]
+    model.with_suffix(".json").write_text(json.dumps(meta))
+
+    with pytest.raises(ModelError, match="input"):
+        ClassifierEngine(model)
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+@pytest.mark.skipif(not real_test_crops(), reason="meterdigits data set not found")
+@pytest.mark.parametrize(("name", "digit"), real_test_crops())
+def test_real_test_crops_read_right_and_confidently(
+    engine: ClassifierEngine, name: str, digit: int
+) -> None:
+    image = cv2.imread(str(REAL / name))
+
+    drum = engine.classify_cell(image)
+
+    assert drum.digit == digit, drum
+    assert drum.confidence >= GATE
+    assert not drum.rolling
+
+
+def test_a_settled_synthetic_drum_is_its_digit(engine: ClassifierEngine) -> None:
+    drum = engine.classify_cell(last_drum(123457.0), light=True)
+
+    assert isinstance(drum, DrumPosition)
+    assert drum.digit == 7
+    assert not drum.rolling
+    assert drum.confidence >= GATE
+    assert abs(drum.position - 7.0) < 0.15
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.7])
+def test_a_mid_roll_synthetic_drum_has_reached_the_lower_digit(
+    engine: ClassifierEngine, fraction: float
+) -> None:
+    drum = engine.classify_cell(last_drum(123454.0 + fraction), light=True)
+
+    assert drum.rolling
+    assert drum.digit == 4 or drum.confidence < GATE
+    assert 4.0 < drum.position < 5.0
+
+
+def test_a_cell_cut_between_two_drums_is_no_confident_digit(engine: ClassifierEngine) -> None:
+    # What a cell finder off by half a drum hands over: two half digits and the gap.
+    style = simulate.default_style()
+    frame = frame_of(123456.0, style)
+    (x0, y0, w0, h0), (x1, _, w1, _) = frame.cells[2], frame.cells[3]
+    centre = ((x0 + w0 / 2 + x1 + w1 / 2) / 2, y0 + h0 / 2)
+    where = CellGeometry(centre, 0.0, float(style.digit_height))
+    grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+
+    drum = engine.classify_cell(classify.cut(grey, where))
+
+    assert drum.confidence < GATE
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize("value", [123456.0, 204718.03, 990099.05, 3.0, 580311.06])
+def test_clean_default_frames_read_the_truth(engine: ClassifierEngine, value: float) -> None:
+    reading = engine.read(window_of(value), 6)
+
+    assert isinstance(reading, Reading), reading
+    assert reading.digits == simulate.counter_truth(value, 6)
+    assert reading.rolling == (False,) * 6
+    assert reading.confidence >= GATE
+
+
+def test_a_carry_is_read_as_the_value_reached(engine: ClassifierEngine) -> None:
+    reading = engine.read(window_of(123459.6), 6)
+
+    assert isinstance(reading, Reading), reading
+    assert reading.rolling[-2:] == (True, True)
+    for digit, expected, conf in zip(reading.digits, "123459", reading.confidences, strict=True):
+        assert digit == expected or conf < GATE
+
+
+@pytest.mark.parametrize(
+    "window",
+    [np.zeros((120, 400, 3), np.uint8), np.full((120, 400, 3), 128, np.uint8)],
+    ids=["black", "uniform-grey"],
+)
+def test_a_blank_window_is_no_reading(engine: ClassifierEngine, window: np.ndarray) -> None:
+    assert isinstance(engine.read(window, 6), NoReading)
+
+
+def test_a_black_one_drum_window_is_no_reading(engine: ClassifierEngine) -> None:
+    assert isinstance(engine.read(np.zeros((44, 24, 3), np.uint8), 1), NoReading)
+
+
+# --------------------------------------------------------------------------- carry logic
+
+
+def _peaked(position: float) -> np.ndarray:
+    """A distribution over the tenths that is sure of `position`."""
+    probs = np.full(classify.CLASSES, 1e-6)
+    probs[round(position * 10) % classify.CLASSES] = 1.0
+    return probs / probs.sum()
+
+
+IDENTITY = classify.Calibration((0.0, 1.0), (0.0, 1.0))
+
+
+def test_a_carried_drum_reads_the_digit_it_is_leaving() -> None:
+    probs = np.stack([_peaked(p) for p in (1.0, 2.6, 9.6, 9.6)])
+
+    reading = classify.assemble(probs, IDENTITY)
+
+    assert reading.digits == "1299"
+    assert reading.rolling == (False, True, True, True)
+    assert reading.confidence > 0.9
+
+
+def test_a_higher_drum_half_turned_without_a_carry_is_not_trusted() -> None:
+    probs = np.stack([_peaked(p) for p in (1.0, 2.5, 4.0)])
+
+    reading = classify.assemble(probs, IDENTITY)
+
+    assert reading.confidences[1] < GATE
