@@ -52,19 +52,8 @@ TUNE_FONTS = (
     "LiberationMono-Bold",
     "DSEG7Classic-Bold",
 )
-HELD_OUT_FONTS = (
-    "LiberationSansNarrow-Bold",
-    "LiberationSerif-Bold",
-    "NotoSans-Bold",
-    "NotoSans-Regular",
-    "NotoSerif-Bold",
-    "Roboto-Bold",
-    "Roboto-Medium",
-    "RobotoCondensed-Bold",
-    "DSEG7Modern-Bold",
-    "DSEG7Classic-Regular",
-    "hershey",
-)
+# Every other counter font the renderer knows, and its built-in Hershey fallback.
+HELD_OUT_FONTS = (*(f for f in simulate.METER_FONTS if f not in TUNE_FONTS), "hershey")
 
 
 @dataclass(frozen=True)
