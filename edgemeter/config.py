@@ -86,7 +86,7 @@ class WindowConfig:
 
 @dataclass(frozen=True)
 class OcrConfig:
-    engine: Literal["auto", "tesserocr", "pytesseract"] = "auto"
+    engine: Literal["auto", "tesserocr", "pytesseract", "classifier"] = "auto"
     tessdata: str | None = None
     timeout_s: float = _num(10.0, gt=0)
 

@@ -1375,8 +1375,16 @@ def _self_test(engine: TesserocrEngine | PytesseractEngine) -> None:
         raise OcrUnavailable(f"{engine.name}: self-test read {text!r} instead of '42'")
 
 
-def make_engine(config: OcrConfig) -> TesserocrEngine | PytesseractEngine:
+def make_engine(config: OcrConfig) -> OcrEngine:
     """The configured backend, checked to work; `auto` prefers tesserocr."""
+    if config.engine == "classifier":
+        # The trained drum classifier reuses this module's cells: imported here, not above.
+        from edgemeter.classify import ClassifierEngine, ModelError  # noqa: PLC0415
+
+        try:
+            return ClassifierEngine()
+        except ModelError as err:
+            raise OcrUnavailable(str(err)) from err
     problems = []
     if config.engine in ("auto", "tesserocr"):
         try:

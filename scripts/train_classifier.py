@@ -16,13 +16,15 @@ Data (fixed seeds, so a run rebuilds the same set):
   turn and higher drums carried. Cells are cut the way the engine cuts them: from
   ocr.preprocess's cells when it finds the row, else from the true cell boxes with
   jitter in position, scale and angle.
+- not-a-digit cells: cuts half a drum off (between two simulated drums; two real crops
+  side by side, cut in the middle), labelled with the extra output, so that a cell
+  finder off by half a pitch gives no confident digit.
 
 The model sees INPUT_H x INPUT_W grey (digit light on dark, contrast-stretched) and
-says which of 100 tenths of the drum turn it shows. Soft targets: the two tenths around
-a simulated position share it; a real label spreads a little onto its neighbours
-(human labels are that exact). After training, a softmax temperature is fitted on the
-validation set, and a calibration map that puts the engine's gate (0.6) where the
-validation digits are wrong under 1 in 1000.
+says which of 100 tenths of the drum turn it shows (or: no digit). Soft targets: the
+two tenths around a position share it, no label smoothing. After training, a softmax
+temperature is fitted on the validation set, and a calibration map that puts the
+engine's gate (0.6) where the validation digits are wrong under 1 in 1000.
 """
 
 from __future__ import annotations
