@@ -42,18 +42,8 @@ REAL = ROOT.parent / "shared" / "data" / "meterdigits"
 MIN_CONFIDENCE = 0.6
 
 # Fonts used while developing the OCR; the `styles` set draws only from the others.
-TUNE_FONTS = (
-    "DejaVuSans-Bold",
-    "DejaVuSansCondensed-Bold",
-    "DejaVuSansMono-Bold",
-    "DejaVuSerif-Bold",
-    "LiberationSans-Bold",
-    "LiberationSans-Regular",
-    "LiberationMono-Bold",
-    "DSEG7Classic-Bold",
-)
-# Every other counter font the renderer knows, and its built-in Hershey fallback.
-HELD_OUT_FONTS = (*(f for f in simulate.METER_FONTS if f not in TUNE_FONTS), "hershey")
+TUNE_FONTS = simulate.TUNE_FONTS
+HELD_OUT_FONTS = simulate.HELD_OUT_FONTS
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,20 @@ METER_FONTS = (
     "DSEG7Classic-Regular",
 )
 
+# Fonts anything may be tuned or trained on; the rest are held out so that benchmarks
+# measure how the reader does on counters it has never seen.
+TUNE_FONTS = (
+    "DejaVuSans-Bold",
+    "DejaVuSansCondensed-Bold",
+    "DejaVuSansMono-Bold",
+    "DejaVuSerif-Bold",
+    "LiberationSans-Bold",
+    "LiberationSans-Regular",
+    "LiberationMono-Bold",
+    "DSEG7Classic-Bold",
+)
+HELD_OUT_FONTS = (*(f for f in METER_FONTS if f not in TUNE_FONTS), "hershey")
+
 # A last drum off its rest position by at least this fraction of the pitch counts as
 # rolling: from there on the digit is visibly cut by the cell edge.
 ROLL_THRESHOLD = 0.1

@@ -58,29 +58,8 @@ NO_DIGIT = float("nan")  # the label of a cell that shows no drum digit
 # under 0.5 % wrong.
 GATE_RISK = 0.001
 
-TRAIN_FONTS = (
-    "DejaVuSans-Bold",
-    "DejaVuSansCondensed-Bold",
-    "DejaVuSansMono-Bold",
-    "DejaVuSerif-Bold",
-    "LiberationSans-Bold",
-    "LiberationSans-Regular",
-    "LiberationMono-Bold",
-    "DSEG7Classic-Bold",
-)
-HELD_OUT_FONTS = (
-    "LiberationSansNarrow-Bold",
-    "LiberationSerif-Bold",
-    "NotoSans-Bold",
-    "NotoSans-Regular",
-    "NotoSerif-Bold",
-    "Roboto-Bold",
-    "Roboto-Medium",
-    "RobotoCondensed-Bold",
-    "DSEG7Modern-Bold",
-    "DSEG7Classic-Regular",
-    "hershey",
-)
+TRAIN_FONTS = simulate.TUNE_FONTS
+HELD_OUT_FONTS = simulate.HELD_OUT_FONTS
 
 
 # --------------------------------------------------------------------------- real data
