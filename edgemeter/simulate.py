@@ -180,6 +180,10 @@ class Conditions:
     tint: tuple[float, float, float] | None = None  # colour cast, per BGR channel
     dirt: float = 0.0  # 0..1 smudges and spots on the window
     motion: float = 0.0  # px length of a linear motion blur (direction from rng)
+    # Uneven focus (a lens not square to the counter): extra defocus sigma in px that
+    # grows across the counter from none at one end to this at the other; negative
+    # values blur the left end, positive the right. 0..2.
+    focus_tilt: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -1065,7 +1069,9 @@ def _bounds(box: Box, matrix: NDArray[np.float64], size: tuple[int, int]) -> Box
     return _clip_box((x0, y0, x1 - x0, y1 - y0), size)
 
 
-def _blur(img: ByteImage, cond: Conditions, rng: np.random.Generator) -> ByteImage:
+def _blur(
+    img: ByteImage, cond: Conditions, rng: np.random.Generator, span: tuple[int, int]
+) -> ByteImage:
     if cond.motion >= 1.0:
         length = max(2, round(cond.motion))
         kernel = np.zeros((length, length), np.float32)
@@ -1084,7 +1090,20 @@ def _blur(img: ByteImage, cond: Conditions, rng: np.random.Generator) -> ByteIma
         img = _u8(cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT_101))
     if cond.blur > 0.05:
         img = _u8(cv2.GaussianBlur(img, (0, 0), cond.blur, borderType=cv2.BORDER_REFLECT_101))
+    if abs(cond.focus_tilt) > 0.05:
+        img = _focus_tilt(img, cond.focus_tilt, span)
     return img
+
+
+def _focus_tilt(img: ByteImage, tilt: float, span: tuple[int, int]) -> ByteImage:
+    """Blend towards a more defocused copy across `span` (x from, x to) of the frame."""
+    soft = cv2.GaussianBlur(img, (0, 0), abs(tilt), borderType=cv2.BORDER_REFLECT_101)
+    x0, x1 = span
+    ramp = np.clip((np.arange(img.shape[1], dtype=np.float32) - x0) / max(1, x1 - x0), 0, 1)
+    if tilt < 0:
+        ramp = 1.0 - ramp
+    alpha = ramp[None, :, None]
+    return _u8(np.round(img * (1.0 - alpha) + soft * alpha))
 
 
 def _window_dirt(
@@ -1219,8 +1238,8 @@ def render(
         img = _u8(warped)
     else:
         img = img[m : m + size[1], m : m + size[0]]
-    img = _blur(img, conditions, rng)
     window = _bounds(lay.window, matrix, size)
+    img = _blur(img, conditions, rng, (window[0], window[0] + window[2]))
     if conditions.tint is not None:
         img = _u8(cv2.transform(img, np.diag(np.array(conditions.tint, np.float32))))
     if conditions.dirt > 0:
@@ -1385,7 +1404,17 @@ def random_style(rng: np.random.Generator, fonts: Sequence[str]) -> CounterStyle
         texture=float(rng.uniform(0.1, 0.6)),
         seed=int(rng.integers(2**31)),
     )
-    # Shrink a counter too big for the frame, then move it around as far as it stays in.
+    return fit_in_frame(style, rng)
+
+
+def fit_in_frame(style: CounterStyle, rng: np.random.Generator) -> CounterStyle:
+    """`style` shrunk until its counter fits the frame, then moved about at random.
+
+    The counter keeps inside the frame at its rotation and moves from the frame centre
+    at most 90 px sideways and 70 px up or down, as a camera is aimed at a meter.
+    """
+    width, frame_h = style.frame_size
+    rotation = style.rotation
     while True:
         _, _, ww, wh = _layout(style).window
         a = math.radians(abs(rotation))
@@ -1398,6 +1427,26 @@ def random_style(rng: np.random.Generator, fonts: Sequence[str]) -> CounterStyle
     room_y = max(0.0, min(70.0, frame_h / 2 - half_h))
     centre = (width / 2 + rng.uniform(-room_x, room_x), frame_h / 2 + rng.uniform(-room_y, room_y))
     return _replace(style, center=(float(centre[0]), float(centre[1])))
+
+
+def hand_drawn_window(
+    style: CounterStyle, rng: np.random.Generator, margin: tuple[float, float] = (0.0, 0.6)
+) -> Box:
+    """A window as a person draws it on a still frame, clipped to the frame.
+
+    Level, around the whole counter (rotation included), each side a random `margin`
+    (low, high, in digit heights) further out than the window `render` reports.
+    """
+    x, y, w, h = _bounds(_layout(style).window, _transform(style, (0.0, 0.0)), style.frame_size)
+    low, high = margin
+    left, top, right, bottom = (float(v) * style.digit_height for v in rng.uniform(low, high, 4))
+    box = (
+        math.floor(x - left),
+        math.floor(y - top),
+        math.ceil(w + left + right),
+        math.ceil(h + top + bottom),
+    )
+    return _clip_box(box, style.frame_size)
 
 
 def _replace(style: CounterStyle, **changes: object) -> CounterStyle:

@@ -188,6 +188,8 @@ def test_other_frame_sizes_are_honoured() -> None:
         Conditions(tint=(0.8, 0.95, 1.0)),
         Conditions(dirt=0.7),
         Conditions(motion=5.0),
+        Conditions(focus_tilt=1.5),
+        Conditions(focus_tilt=-1.5),
     ],
 )
 def test_conditions_change_the_image_but_not_the_truth(conditions: Conditions) -> None:
@@ -196,6 +198,22 @@ def test_conditions_change_the_image_but_not_the_truth(conditions: Conditions) -
     assert shot.image.shape == clean.image.shape and shot.image.dtype == np.uint8
     assert not np.array_equal(shot.image, clean.image)
     assert (shot.truth, shot.rolling) == (clean.truth, clean.rolling)
+
+
+def sharpness(shot: SimFrame, index: int) -> float:
+    grey = cv2.cvtColor(cell_image(shot, index), cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+@pytest.mark.parametrize("tilt", [1.8, -1.8])
+def test_uneven_focus_blurs_one_end_of_the_counter_more_than_the_other(tilt: float) -> None:
+    clean = frame(123456.0)
+    shot = render(
+        simulate.default_style(), 123456.0, Conditions(focus_tilt=tilt), np.random.default_rng(0)
+    )
+    sharp_end, soft_end = (0, 5) if tilt > 0 else (5, 0)
+    assert sharpness(shot, sharp_end) > 0.8 * sharpness(clean, sharp_end)
+    assert sharpness(shot, soft_end) < 0.5 * sharpness(clean, soft_end)
 
 
 def test_clean_default_frame_shows_one_blob_per_drum_of_digit_height() -> None:
@@ -300,6 +318,39 @@ def test_random_conditions_stay_in_their_ranges() -> None:
     mild = [simulate.random_conditions(rng, hard=False) for _ in range(100)]
     assert all(c.glare == 0 and c.dirt == 0 and c.tint is None for c in mild)
     assert all(0.8 <= c.brightness <= 1.2 and c.noise <= 4 for c in mild)
+
+
+def test_fit_in_frame_shrinks_a_counter_too_big_and_keeps_it_inside() -> None:
+    rng = np.random.default_rng(4)
+    big = dataclasses.replace(simulate.default_style(), digits=9, digit_height=90, rotation=3.5)
+    for _ in range(10):
+        style = simulate.fit_in_frame(big, rng)
+        assert 20 <= style.digit_height < 90
+        shot = frame(5.0, style)
+        x, y, w, h = shot.window
+        # Clipping would have cut the window short: it fits whole, with room to spare.
+        assert x > 0 and y > 0 and x + w < 800 and y + h < 600
+        assert abs(style.center[0] - 400) <= 90 and abs(style.center[1] - 300) <= 70
+
+
+def test_a_hand_drawn_window_holds_the_counter_with_uneven_margins() -> None:
+    rng = np.random.default_rng(9)
+    for rotation in (0.0, 4.0, -4.0):
+        style = dataclasses.replace(simulate.default_style(), rotation=rotation)
+        shot = frame(123456.0, style)
+        box = simulate.hand_drawn_window(style, rng, margin=(0.2, 0.8))
+        x, y, w, h = box
+        rx, ry, rw, rh = shot.window
+        margins = (rx - x, ry - y, x + w - (rx + rw), y + h - (ry + rh))
+        assert all(0.2 * 48 - 1 <= m <= 0.8 * 48 + 1 for m in margins)
+        assert len({round(m) for m in margins}) > 1
+        assert x >= 0 and y >= 0 and x + w <= 800 and y + h <= 600
+
+
+def test_a_hand_drawn_window_is_clipped_to_the_frame() -> None:
+    style = dataclasses.replace(simulate.default_style(), center=(120.0, 60.0))
+    x, y, w, h = simulate.hand_drawn_window(style, np.random.default_rng(1), margin=(1.0, 2.0))
+    assert (x, y) == (0, 0) and w > 0 and h > 0
 
 
 # --------------------------------------------------------------------------- streams
