@@ -14,6 +14,7 @@ account when anonymous access is off. Every wait is bounded; nothing leaves
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -117,7 +118,9 @@ class Broker:
     users: name -> password; when given, anonymous access is off and an observer
     account is added for the test helpers. tls: also listen on `tls_port` with a
     generated certificate (`tls_files.ca_file` verifies it); require_client_cert:
-    that listener also demands a client certificate signed by the same CA.
+    that listener also demands a client certificate signed by the same CA. durable:
+    persist after every change, so queued messages for a persistent subscriber survive
+    `kill()` too.
     """
 
     host = HOST
@@ -129,6 +132,7 @@ class Broker:
         users: Mapping[str, str] | None = None,
         tls: bool = False,
         require_client_cert: bool = False,
+        durable: bool = False,
     ) -> None:
         binary = mosquitto_binary()
         if binary is None:
@@ -147,7 +151,7 @@ class Broker:
             self._write_password_file({**self.users, OBSERVER_USER: self.observer[1]})
         self.log_file = workdir / "mosquitto.log"
         self.conf_file = workdir / "mosquitto.conf"
-        self.conf_file.write_text(self._config(require_client_cert))
+        self.conf_file.write_text(self._config(require_client_cert, durable))
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
 
@@ -237,7 +241,7 @@ class Broker:
             )
         self.password_file = path
 
-    def _config(self, require_client_cert: bool) -> str:
+    def _config(self, require_client_cert: bool, durable: bool) -> str:
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         lines = [
@@ -253,6 +257,11 @@ class Broker:
             "connection_messages true",
             "log_timestamp_format %H:%M:%S",
         ]
+        if durable:
+            # Save the in-memory database after every change (retained message, queued
+            # message, subscription), so a SIGKILL loses at most the change in hand: a
+            # kill then tests the publisher, not Mosquitto's 30-minute autosave.
+            lines += ["autosave_on_changes true", "autosave_interval 1"]
         if self.users is not None:
             lines.append(f"password_file {self.password_file}")
         lines.append(f"listener {self.port} {HOST}")
@@ -410,6 +419,136 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, interval_s: float 
         time.sleep(interval_s)
 
 
+@dataclass
+class ProxyStats:
+    connections: int = 0
+    chunks: int = 0
+    stalls: int = 0
+    bytes: int = 0
+
+
+class SlowProxy:
+    """A TCP relay on 127.0.0.1 in front of a port: a slow, stalling network or broker.
+
+    Every chunk read from either side waits a delay drawn from `delay_s` (uniform)
+    before it is forwarded, in order; with probability `stall_chance` it waits
+    `stall_s` instead. A new connection waits `accept_delay_s` before it is relayed (a
+    broker slow to accept). The delays come from a seeded RNG. Every wait is bounded
+    and `stop()` closes every socket.
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        delay_s: tuple[float, float] = (0.3, 0.8),
+        stall_chance: float = 0.05,
+        stall_s: float = 3.0,
+        accept_delay_s: float = 0.0,
+        chunk_bytes: int = 1024,
+        seed: int = 1,
+    ) -> None:
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.stall_chance = stall_chance
+        self.stall_s = stall_s
+        self.accept_delay_s = accept_delay_s
+        self.chunk_bytes = chunk_bytes
+        self.stats = ProxyStats()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(8)
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+
+    def start(self) -> SlowProxy:
+        self._spawn(self._accept_forever)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            sockets = [self._listener, *self._sockets]
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in list(self._threads):
+            thread.join(timeout=self.stall_s + 2)
+
+    def __enter__(self) -> SlowProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _address = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._sockets.append(client)
+                self.stats.connections += 1
+            self._spawn(self._relay, client)
+
+    def _relay(self, client: socket.socket) -> None:
+        if self._stop.wait(self.accept_delay_s):
+            return
+        try:
+            upstream = socket.create_connection((HOST, self.target_port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._sockets.append(upstream)
+        for sock in (client, upstream):
+            sock.settimeout(0.2)
+        self._spawn(self._pump, client, upstream)
+        self._spawn(self._pump, upstream, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data = source.recv(self.chunk_bytes)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data or self._stop.wait(self._next_delay(len(data))):
+                break
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        # One side gone: end the other too, as a real connection would.
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _next_delay(self, size: int) -> float:
+        with self._lock:
+            self.stats.chunks += 1
+            self.stats.bytes += size
+            if self._rng.random() < self.stall_chance:
+                self.stats.stalls += 1
+                return self.stall_s
+            return self._rng.uniform(*self.delay_s)
+
+
 @contextlib.contextmanager
 def running_broker(workdir: Path, **options: Any) -> Iterator[Broker]:
     """A started broker that is always stopped afterwards (for use outside fixtures)."""
@@ -424,7 +563,9 @@ def running_broker(workdir: Path, **options: Any) -> Iterator[Broker]:
 __all__ = [
     "HOST",
     "Broker",
+    "ProxyStats",
     "Received",
+    "SlowProxy",
     "Subscriber",
     "TlsFiles",
     "collect",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ import numpy as np
 import yaml
 
 from edgemeter import simulate
+from edgemeter.config import load_config
+from edgemeter.history import History
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +95,98 @@ def run_daemon(config: Path, log: Path, timeout_s: float = 120.0) -> int:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """One reading as (value, time of its frame): what must arrive, and what arrived."""
+
+    value: float
+    ts: datetime
+
+
+def accepted_from_history(config: Path) -> list[Stamped]:
+    """Every accepted reading the daemon recorded, oldest first, with its frame time."""
+    loaded = load_config(config)
+    history = History(Path(loaded.state.path).parent, loaded.history, read_only=True)
+    try:
+        entries = history.entries(kinds=["accepted"])
+    finally:
+        history.close()
+    return [Stamped(float(e.value), e.ts) for e in entries if e.value is not None]
+
+
+def accepted_from_log(log: Path) -> list[float]:
+    """The values of the daemon's `accepted value=` lines, in order."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if " accepted value=" in line:
+            found.append(float(line.split("accepted value=")[1].split()[0]))
+    return found
+
+
+def received_readings(payloads: Sequence[str]) -> list[Stamped]:
+    """Reading payloads as a subscriber got them, in arrival order."""
+    out = []
+    for payload in payloads:
+        body = json.loads(payload)
+        out.append(Stamped(float(body["value"]), datetime.fromisoformat(body["ts"])))
+    return out
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a subscriber received compared with what the daemon accepted.
+
+    A repeat is a reading received again with the same value and time (QoS 1 allows
+    it after a lost acknowledgement); a conflict is a value received with a time other
+    than its first one, or a time with another value: never allowed.
+    """
+
+    accepted: list[Stamped]
+    received: list[Stamped]
+
+    @property
+    def first_arrivals(self) -> list[Stamped]:
+        seen: set[Stamped] = set()
+        out = []
+        for item in self.received:
+            if item not in seen:
+                seen.add(item)
+                out.append(item)
+        return out
+
+    @property
+    def repeats(self) -> int:
+        return len(self.received) - len(set(self.received))
+
+    @property
+    def conflicts(self) -> list[Stamped]:
+        by_value: dict[float, datetime] = {}
+        by_ts: dict[datetime, float] = {}
+        out = []
+        for item in self.received:
+            first_ts = by_value.setdefault(item.value, item.ts)
+            first_value = by_ts.setdefault(item.ts, item.value)
+            if (first_ts, first_value) != (item.ts, item.value):
+                out.append(item)
+        return out
+
+    @property
+    def missing(self) -> list[Stamped]:
+        got = set(self.received)
+        return [item for item in self.accepted if item not in got]
+
+    @property
+    def in_order(self) -> bool:
+        """First arrivals are the accepted sequence, and nothing older comes after newer."""
+        values = [item.value for item in self.received]
+        return self.first_arrivals == self.accepted and values == sorted(values)
+
+    def summary(self) -> str:
+        return (
+            f"accepted={len(self.accepted)} received={len(self.received)}"
+            f" delivered={len(self.accepted) - len(self.missing)}/{len(self.accepted)}"
+            f" in_order={self.in_order} repeats_same_value_and_time={self.repeats}"
+            f" conflicts={len(self.conflicts)}"
+        )
