@@ -1,197 +1,462 @@
-"""Single-frame accuracy and speed of the OCR path, against the naive baseline.
+"""Accuracy and speed of the reading path, per engine, against the naive baseline.
 
-    python benchmarks/accuracy.py [--frames 300] [--sets clean,hard,styles,real]
+    python -m benchmarks [--cycles 30] [--real 0] [--sections hard,seen,real,sweep,speed,memory]
 
-Sets (fixed seeds, so every run scores the same frames):
-- clean:  the default simulated counter, no effects, no mid-roll;
-- hard:   the default counter under random hard conditions, ~25 % mid-roll;
-- styles: random installations (font, colours, polarity, size, rotation) under hard
-          conditions, drawn from fonts the OCR was never tuned on (HELD_OUT_FONTS);
-- tuned-styles: the same with the fonts used while tuning (TUNE_FONTS), for contrast;
-- real:   ../shared/data/meterdigits `test` split, one-digit windows.
+Prints Markdown tables (progress goes to stderr); nothing here is a test. Sections:
 
-A frame's path is what the daemon does: crop the window, read, and treat a reading
-with a digit below the confidence threshold as no reading. `read` = the digits the
-counter has reached, `wrong` = any other digits, `unread` = no reading. The baseline
-is the naive pipeline: crop, Otsu threshold, one pytesseract call with --psm 7 and a
-digit whitelist. Figures are printed as a table; nothing here is a test.
+- hard:   the hard set (benchmarks/hardset.py): 12 simulated installations in
+          typefaces nothing was tuned or trained on, each a stream of `--cycles`
+          cycles of a burst of frames. Single-frame score per installation and path,
+          then the stream score: the daemon's own cycle (burst vote + judge with the
+          default rules) replayed over each installation.
+- seen:   the same installations in typefaces used for tuning and training.
+- real:   meterdigits `test` split as one-digit windows (benchmarks/realset.py).
+- sweep:  read and wrong against the confidence gate, hard set and real 0-9.
+- speed:  whole path per frame (window, preprocessing, OCR, verdict), all paths taking
+          turns on the same frames; ratios against the baseline; a Raspberry Pi 4
+          estimate. Run it when the machine is quiet (the load is printed).
+- memory: a real daemon process per engine on a files replay into a real Mosquitto:
+          peak RSS and CPU per reading.
+
+Scoring rules: benchmarks/scoring.py. The gate is the daemon's default
+`plausibility.min_confidence`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
+import hashlib
+import os
+import platform
+import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import typing
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
-import numpy as np
-import pytesseract
-
-from edgemeter import simulate
-from edgemeter.config import OcrConfig
-from edgemeter.ocr import NoReading, Reading, make_engine
-from edgemeter.window import DigitWindow, crop
+from benchmarks import hardset, realset, speed
+from benchmarks.scoring import BASELINE, GATE, SWEEP_GATES, Outcome, Tally, baseline_read
+from benchmarks.stream import StreamScore, replay
+from edgemeter.config import OcrConfig, PlausibilityConfig
+from edgemeter.ocr import OcrEngine, OcrUnavailable, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT.parent / "shared" / "data" / "meterdigits"
-MIN_CONFIDENCE = 0.6
-
-# Fonts used while developing the OCR; the `styles` set draws only from the others.
-TUNE_FONTS = simulate.TUNE_FONTS
-HELD_OUT_FONTS = simulate.HELD_OUT_FONTS
-
-
-@dataclass(frozen=True)
-class Sample:
-    image: np.ndarray  # the window, already cropped
-    truth: str
-    neighbours: tuple[str, ...] = ()  # also right for a mid-roll real digit
+SECTIONS = ("hard", "seen", "real", "sweep", "speed", "memory")
+ENGINES = ("tesserocr", "classifier")
+# A Raspberry Pi 4 (Cortex-A72, 1.5-1.8 GHz) is taken as 3 to 5 times slower per core
+# than this machine for this work; no Pi was at hand to measure it.
+PI4_SLOWER = (3.0, 5.0)
 
 
-@dataclass
-class Score:
-    read: int = 0
-    wrong: int = 0
-    unread: int = 0
-    digits_right: int = 0
-    digits_total: int = 0
-    ms: list[float] | None = None
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(value: object) -> str:
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
 
-    def add(self, got: str | None, sample: Sample, ms: float) -> None:
-        if self.ms is None:
-            self.ms = []
-        self.ms.append(ms)
-        self.digits_total += len(sample.truth)
-        if got is None:
-            self.unread += 1
-            return
-        self.digits_right += sum(a == b for a, b in zip(got, sample.truth, strict=False))
-        if got == sample.truth or got in sample.neighbours:
-            self.read += 1
-        else:
-            self.wrong += 1
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
 
-    @property
-    def n(self) -> int:
-        return self.read + self.wrong + self.unread
 
-    def row(self, name: str, path: str) -> str:
-        ms = self.ms or [0.0]
-        p90 = float(np.percentile(ms, 90))
-        pct = 100.0 / max(self.n, 1)
-        digit_acc = 100.0 * self.digits_right / max(self.digits_total, 1)
-        return (
-            f"| {name} | {path} | {self.n} | {self.read * pct:.1f} | {self.wrong * pct:.1f} |"
-            f" {self.unread * pct:.1f} | {digit_acc:.1f} |"
-            f" {statistics.median(ms):.1f} | {p90:.1f} |"
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
-def simulated(name: str, frames: int) -> Iterator[Sample]:
-    seeds = {"clean": 11, "hard": 12, "styles": 13, "tuned-styles": 14}
-    rng = np.random.default_rng(seeds[name])
-    style = simulate.default_style()
-    fonts = [f for f in (HELD_OUT_FONTS if name == "styles" else TUNE_FONTS)]
-    installations = max(1, frames // 25)
-    for index in range(frames):
-        if name in ("styles", "tuned-styles") and index % (frames // installations or 1) == 0:
-            style = simulate.random_style(rng, fonts)
-        value = float(rng.integers(0, 10**style.digits))
-        if name != "clean" and rng.random() < 0.25:
-            value += float(rng.uniform(0.15, 0.85))
-        conditions = (
-            simulate.Conditions() if name == "clean" else simulate.random_conditions(rng, hard=True)
-        )
-        frame = simulate.render(style, value, conditions, rng)
-        window = crop(frame.image, DigitWindow(*frame.window))
-        yield Sample(window, frame.truth)
+def _model_hash() -> str:
+    model = ROOT / "edgemeter" / "models" / "drum_classifier.onnx"
+    return hashlib.sha256(model.read_bytes()).hexdigest()[:12] if model.is_file() else "none"
 
 
-def real(limit: int) -> Iterator[Sample]:
-    with (REAL / "labels.csv").open() as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
-    digits = [r for r in rows if r["label"] != "N"][: limit or None]
-    for row in digits:
-        image = cv2.imread(str(REAL / row["file"]))
-        yield Sample(image, row["label"])
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
-def real_rolling(limit: int) -> Iterator[Sample]:
-    with (REAL / "labels.csv").open() as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "test" and r["label"] == "N"]
-    for row in rows[: limit or None]:
-        position = float(row["position"])
-        low = int(position) % 10
-        image = cv2.imread(str(REAL / row["file"]))
-        yield Sample(image, str(low), (str((low + 1) % 10),))
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def edgemeter_path(engine_name: str) -> Callable[[np.ndarray, int], str | None]:
-    engine = make_engine(OcrConfig(engine=engine_name))  # type: ignore[arg-type]
-
-    def read(window: np.ndarray, digits: int) -> str | None:
-        result = engine.read(window, digits)
-        if isinstance(result, NoReading):
-            return None
-        assert isinstance(result, Reading)
-        return result.digits if result.confidence >= MIN_CONFIDENCE else None
-
-    return read
-
-
-def baseline(window: np.ndarray, digits: int) -> str | None:
-    grey = cv2.cvtColor(window, cv2.COLOR_BGR2GRAY)
-    _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    text = pytesseract.image_to_string(
-        binary, config="--psm 7 -c tessedit_char_whitelist=0123456789"
+def header(argv: Sequence[str]) -> None:
+    say("# edgemeter benchmark")
+    say()
+    say(f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
+    say(f"- command: `python -m benchmarks {' '.join(argv)}`".replace("  ", " "))
+    say(
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_model()}),"
+        f" Python {platform.python_version()}, load average at start {_load()}"
     )
-    found = "".join(c for c in text if c.isdigit())
-    return found if len(found) == digits else None
+    say(f"- commit {_git_commit()}, classifier model sha256 {_model_hash()}")
+    say(f"- confidence gate {GATE} (plausibility.min_confidence default)")
 
 
-def score(samples: Iterator[Sample], reader: Callable[[np.ndarray, int], str | None]) -> Score:
-    result = Score()
-    for index, sample in enumerate(samples):
-        started = time.perf_counter()
-        got = reader(sample.image, len(sample.truth))
-        result.add(got, sample, (time.perf_counter() - started) * 1000)
-        if index % 50 == 49:
-            print(f"  ... {index + 1}", file=sys.stderr, flush=True)
-    return result
+# --------------------------------------------------------------------------- sections
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=300, help="frames per simulated set")
-    parser.add_argument("--real", type=int, default=0, help="real digits to score (0: all)")
-    parser.add_argument("--sets", default="clean,hard,styles,tuned-styles,real")
-    parser.add_argument("--engine", default="auto")
-    parser.add_argument("--no-baseline", action="store_true")
-    args = parser.parse_args()
+def frame_tables(
+    title: str, streams: list[hardset.Stream], outcomes: dict[str, dict[str, list[Outcome]]]
+) -> None:
+    """outcomes: installation -> path -> frame outcomes."""
+    paths = list(next(iter(outcomes.values())))
+    headers = ["installation", "look", "frames"]
+    for path in paths:
+        headers += [f"{path} read %", f"{path} wrong %", f"{path} unread %"]
+    rows: list[list[object]] = []
+    for stream in streams:
+        by_path = outcomes[stream.label]
+        row: list[object] = [stream.label, stream.installation.look(), len(by_path[paths[0]])]
+        for path in paths:
+            tally = Tally.of(by_path[path])
+            row += [tally.pct(tally.read), tally.pct(tally.wrong), tally.pct(tally.unread)]
+        rows.append(row)
+    every = {p: [o for s in streams for o in outcomes[s.label][p]] for p in paths}
+    total: list[object] = ["all", "", len(every[paths[0]])]
+    for path in paths:
+        tally = Tally.of(every[path])
+        total += [tally.pct(tally.read), tally.pct(tally.wrong), tally.pct(tally.unread)]
+    rows.append(total)
+    say(f"### {title}: single frame, per installation")
+    say()
+    say(table(headers, rows))
+    say()
 
-    paths: dict[str, Callable[[np.ndarray, int], str | None]] = {
-        f"edgemeter ({args.engine})": edgemeter_path(args.engine)
-    }
+
+def summary_rows(name: str, outcomes: dict[str, list[Outcome]]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for path, found in outcomes.items():
+        t = Tally.of(found)
+        rows.append(
+            [
+                name,
+                path,
+                t.n,
+                t.pct(t.read),
+                t.pct(t.wrong),
+                t.pct(t.unread),
+                t.digit_pct("read"),
+                t.digit_pct("wrong"),
+            ]
+        )
+    return rows
+
+
+SUMMARY = [
+    "set",
+    "path",
+    "frames",
+    "read %",
+    "wrong %",
+    "unread %",
+    "digit read %",
+    "digit wrong %",
+]
+
+
+def stream_table(
+    title: str, scores: dict[str, dict[str, StreamScore]], per_installation: bool
+) -> None:
+    """scores: installation -> engine -> score."""
+    headers = [
+        "installation",
+        "engine",
+        "cycles",
+        "values shown",
+        "published right %",
+        "values missed",
+        "wrong published",
+        "cycles accepted %",
+        "rebaselines",
+    ]
+    rows: list[list[object]] = []
+    engines = list(next(iter(scores.values())))
+    totals = {engine: StreamScore() for engine in engines}
+    for label, by_engine in scores.items():
+        for engine, score in by_engine.items():
+            totals[engine].add(score)
+            if per_installation:
+                rows.append(_stream_row(label, engine, score))
+    rows += [_stream_row("all", engine, score) for engine, score in totals.items()]
+    say(f"### {title}: stream (daemon cycle, burst vote + judge, default rules)")
+    say()
+    say(table(headers, rows))
+    say()
+
+
+def _stream_row(label: str, engine: str, score: StreamScore) -> list[object]:
+    return [
+        label,
+        engine,
+        score.cycles,
+        len(score.shown),
+        score.coverage_pct,
+        score.missed,
+        score.wrong,
+        score.accepted_pct,
+        score.rebaselines,
+    ]
+
+
+def run_hard(
+    seen: bool, args: argparse.Namespace, engines: dict[str, OcrEngine]
+) -> tuple[dict[str, list[Outcome]], list[list[object]]]:
+    """Replay every installation; print its tables; return all outcomes per path."""
+    title = "Seen styles (tuning typefaces)" if seen else "Hard set (held-out typefaces)"
+    streams = hardset.streams(seen, args.cycles, args.burst, args.installations or None)
+    outcomes: dict[str, dict[str, list[Outcome]]] = {}
+    scores: dict[str, dict[str, StreamScore]] = {}
+    for stream in streams:
+        progress(f"{'seen' if seen else 'hard'}: {stream.label}")
+        result = replay(stream, engines, baseline=not args.no_baseline)
+        outcomes[stream.label] = result.outcomes
+        scores[stream.label] = result.scores
+    frame_tables(title, streams, outcomes)
+    stream_table(title, scores, per_installation=not seen)
+    paths = list(next(iter(outcomes.values())))
+    every = {p: [o for s in streams for o in outcomes[s.label][p]] for p in paths}
+    return every, summary_rows("seen" if seen else "hard", every)
+
+
+def run_real(
+    args: argparse.Namespace, engines: dict[str, OcrEngine]
+) -> tuple[dict[str, list[Outcome]], list[list[object]]]:
+    digits, rolling = realset.load_test_split(args.real)
+    readers: dict[str, realset.Reader] = {name: e.read for name, e in engines.items()}
     if not args.no_baseline:
-        paths["naive baseline"] = baseline
-    print("| set | path | n | read % | wrong % | unread % | digit acc % | ms median | ms p90 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in args.sets.split(","):
-        for path_name, reader in paths.items():
-            print(f"{name} / {path_name}", file=sys.stderr, flush=True)
-            if name == "real":
-                print(score(real(args.real), reader).row("real 0-9", path_name), flush=True)
-                print(
-                    score(real_rolling(args.real), reader).row("real mid-roll", path_name),
-                    flush=True,
-                )
-            else:
-                print(score(simulated(name, args.frames), reader).row(name, path_name), flush=True)
+        readers[BASELINE] = baseline_read
+    progress(f"real: {len(digits)} digits 0-9")
+    still = realset.score(digits, readers)
+    progress(f"real: {len(rolling)} mid-roll")
+    moving = realset.score(rolling, readers)
+    say(f"### Real set: meterdigits test split (labels sha256 {realset.labels_hash()})")
+    say()
+    rows: list[list[object]] = []
+    for path in readers:
+        a, b = Tally.of(still[path]), Tally.of(moving[path])
+        rows.append([path, "0-9", a.n, a.pct(a.read), a.pct(a.wrong), a.pct(a.unread)])
+        rows.append([path, "mid-roll", b.n, b.pct(b.read), b.pct(b.wrong), b.pct(b.unread)])
+    say(
+        table(
+            ["path", "digits", "n", "read %", "wrong % (mid-roll: neither neighbour)", "unread %"],
+            rows,
+        )
+    )
+    say()
+    say("Per digit, 0-9:")
+    say()
+    headers = ["digit", "n"]
+    for path in readers:
+        headers += [f"{path} read %", f"{path} wrong %", f"{path} unread %"]
+    per_digit: list[list[object]] = []
+    for d in "0123456789":
+        row: list[object] = [d, sum(o.truth == d for o in still[next(iter(readers))])]
+        for path in readers:
+            t = Tally.of(o for o in still[path] if o.truth == d)
+            row += [t.pct(t.read), t.pct(t.wrong), t.pct(t.unread)]
+        per_digit.append(row)
+    say(table(headers, per_digit))
+    say()
+    return still, summary_rows("real 0-9", still) + summary_rows("real mid-roll", moving)
+
+
+def run_sweep(sets: dict[str, dict[str, list[Outcome]]], engines: Sequence[str]) -> None:
+    headers = ["gate"]
+    columns: list[tuple[str, str]] = []
+    for name, by_path in sets.items():
+        for engine in engines:
+            if engine in by_path:
+                columns.append((name, engine))
+                headers += [f"{name} {engine} read %", f"{name} {engine} wrong %"]
+    rows: list[list[object]] = []
+    for gate in SWEEP_GATES:
+        row: list[object] = [f"{gate:.2f}"]
+        for name, engine in columns:
+            t = Tally.of(sets[name][engine], gate)
+            row += [t.pct(t.read), t.pct(t.wrong)]
+        rows.append(row)
+    say("### Confidence gate sweep (single frame)")
+    say()
+    say(table(headers, rows))
+    say()
+
+
+def run_speed(args: argparse.Namespace, engines: dict[str, OcrEngine]) -> None:
+    streams = hardset.streams(False, args.cycles, 1, args.installations or None)
+    per_stream = max(1, args.timing_frames // len(streams))
+    before = _load()
+    progress(f"speed: {per_stream} frames per installation, load {before}")
+    timings = speed.time_paths(streams, engines, per_stream)
+    after = _load()
+    base = timings[BASELINE].median_ms
+    burst = args.burst
+    rows: list[list[object]] = []
+    for path, t in timings.items():
+        rows.append(
+            [
+                path,
+                len(t.wall_ms),
+                t.median_ms,
+                t.p90_ms,
+                f"{base / t.median_ms:.1f}x" if t.median_ms else "-",
+                t.cpu_median_ms,
+                f"{burst * t.cpu_median_ms / 1000:.3f}",
+                f"{PI4_SLOWER[0] * t.median_ms:.0f}-{PI4_SLOWER[1] * t.median_ms:.0f}",
+                f"{PI4_SLOWER[0] * t.p90_ms:.0f}-{PI4_SLOWER[1] * t.p90_ms:.0f}",
+            ]
+        )
+    say("### Speed: whole path per frame (window, preprocessing, OCR, verdict)")
+    say()
+    say(f"Load average before {before}, after {after}.")
+    say()
+    say(
+        table(
+            [
+                "path",
+                "frames",
+                "median ms",
+                "p90 ms",
+                "faster than baseline",
+                "CPU ms/frame",
+                f"CPU s per reading (burst {burst})",
+                "Pi 4 median ms (x3-x5)",
+                "Pi 4 p90 ms (x3-x5)",
+            ],
+            rows,
+        )
+    )
+    say()
+
+
+def run_memory(args: argparse.Namespace, engines: Sequence[str]) -> None:
+    stream = hardset.streams(False, args.cycles, 1, 1)[0]
+    progress(f"memory: daemon processes on {args.memory_frames} frames of {stream.label}")
+    found = speed.daemon_memory(stream, list(engines), args.memory_frames)
+    rows: list[list[object]] = []
+    for m in found:
+        low, high = (factor * m.cpu_per_reading_s for factor in PI4_SLOWER)
+        rows.append(
+            [
+                m.engine,
+                m.long.frames,
+                m.long.exit_code,
+                m.long.accepted,
+                m.long.peak_rss_mb,
+                m.long.cpu_s,
+                f"{m.cpu_per_reading_s:.3f}",
+                f"{low:.2f}-{high:.2f}",
+            ]
+        )
+    say(
+        f"### Memory: `python -m edgemeter run` on a files replay of {stream.label},"
+        " real Mosquitto, history on"
+    )
+    say()
+    say(
+        table(
+            [
+                "engine",
+                "frames",
+                "exit",
+                "accepted",
+                "peak RSS MB (VmHWM)",
+                "CPU s total",
+                "CPU s per frame (N-1 diff)",
+                "Pi 4 CPU s per frame (x3-x5)",
+            ],
+            rows,
+        )
+    )
+    say()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="ocr.engine values")
+    parser.add_argument("--cycles", type=int, default=30, help="cycles per installation")
+    parser.add_argument("--burst", type=int, default=PlausibilityConfig().burst)
+    parser.add_argument("--installations", type=int, default=0, help="first N only (0: all)")
+    parser.add_argument("--real", type=int, default=0, help="real images per group (0: all)")
+    parser.add_argument("--timing-frames", type=int, default=120)
+    parser.add_argument("--memory-frames", type=int, default=60)
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+    args.sections = sections
+    args.engines = [e for e in args.engines.split(",") if e]
+    known = typing.get_args(typing.get_type_hints(OcrConfig)["engine"])
+    wrong = [e for e in args.engines if e not in known]
+    if wrong or not args.engines:
+        parser.error(f"--engines: {', '.join(wrong) or 'none'} (known: {', '.join(known)})")
+    if "speed" in sections and args.no_baseline:
+        parser.error("--no-baseline: the speed section measures against the baseline")
+    if "real" in sections and not realset.available():
+        parser.error(f"--sections real: {realset.DATA}/labels.csv not found")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(given)
+    try:
+        engines = {name: make_engine(OcrConfig(engine=name)) for name in args.engines}
+    except OcrUnavailable as err:
+        print(f"benchmark: an engine is unavailable: {err}", file=sys.stderr)
+        return 3
+    header(given)
+    say()
+    summary: list[list[object]] = []
+    swept: dict[str, dict[str, list[Outcome]]] = {}
+    if "hard" in args.sections:
+        swept["hard"], rows = run_hard(False, args, engines)
+        summary += rows
+    if "seen" in args.sections:
+        _, rows = run_hard(True, args, engines)
+        summary += rows
+    if "real" in args.sections:
+        swept["real 0-9"], rows = run_real(args, engines)
+        summary += rows
+    if summary:
+        say("### Summary: single frame at the default gate")
+        say()
+        say(table(SUMMARY, summary))
+        say()
+    if "sweep" in args.sections and swept:
+        run_sweep(swept, args.engines)
+    if "speed" in args.sections:
+        run_speed(args, engines)
+    if "memory" in args.sections:
+        run_memory(args, args.engines)
     return 0
 
 

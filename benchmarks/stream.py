@@ -1,0 +1,161 @@
+"""Stream score: each installation replayed through the daemon's own cycle, as it runs.
+
+For every cycle the daemon's `Daemon.cycle` crops the window out of each frame of the
+burst, reads it with the engine, votes (`plausibility.vote`) and judges
+(`plausibility.judge` with the default rules from the config), and `Daemon.settle`
+then does what the daemon does with the verdict. Nothing of that is re-implemented
+here: `ReplayDaemon` only records what `on_new_value` would publish and the events.
+MQTT, the history and the web page are off (they only carry the values).
+
+A published value is wrong when it is not what the counter had reached in the cycle
+it was published from. Coverage is the share of the distinct values the counter
+showed during the stream that were published at some point.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.hardset import Stream
+from benchmarks.scoring import BASELINE, Outcome, Recorder, baseline_read
+from edgemeter.config import Config, parse_config
+from edgemeter.daemon import Cycle, Daemon
+from edgemeter.notify import Notifier
+from edgemeter.ocr import OcrEngine
+from edgemeter.source import Frame, open_source
+from edgemeter.state import StateStore
+from edgemeter.window import DigitWindow, crop
+
+
+class ReplayDaemon(Daemon):
+    """The daemon, fed frames by the benchmark; what it would publish is kept."""
+
+    def __init__(self, config: Config, engine: OcrEngine, state_dir: Path) -> None:
+        source = open_source(config.camera, config.meter.digits, config.plausibility.burst)
+        store = StateStore(state_dir / "state.json")
+        super().__init__(config, engine, source, None, store, Notifier(""))
+        self.published: list[int] = []
+        self.events: list[str] = []
+
+    def on_new_value(self, cycle: Cycle, raw_value: int) -> None:
+        self.published.append(raw_value)
+        super().on_new_value(cycle, raw_value)
+
+    def on_event(self, cycle: Cycle, event: str) -> None:
+        self.events.append(event)
+        super().on_event(cycle, event)
+
+
+def replay_config(stream: Stream, engine: str, state_dir: Path) -> Config:
+    """The config a user of this installation would write (defaults for the rest)."""
+    x, y, width, height = stream.window
+    data: dict[str, Any] = {
+        "meter": {"id": "bench", "digits": stream.style.digits},
+        "camera": {"source": "simulated"},
+        "window": {"x": x, "y": y, "width": width, "height": height},
+        "ocr": {"engine": engine},
+        "plausibility": {"burst": stream.burst},
+        "state": {"path": str(state_dir / "state.json")},
+        "mqtt": {"enabled": False},
+        "history": {"enabled": False},
+    }
+    return parse_config(data, "benchmark")
+
+
+@dataclass
+class StreamScore:
+    """What the daemon published over streams, against what the counter showed."""
+
+    cycles: int = 0
+    accepted: int = 0
+    shown: set[tuple[str, int]] = field(default_factory=set)  # (installation, value)
+    published: list[tuple[str, int, int]] = field(default_factory=list)  # (inst., sent, truth)
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def rebaselines(self) -> int:
+        """Escapes from a stuck value: after a wrong value, or a misread run."""
+        return sum(event.startswith("rebaselined") for event in self.events)
+
+    @property
+    def missed(self) -> int:
+        right = {(name, sent) for name, sent, truth in self.published if sent == truth}
+        return len(self.shown - right)
+
+    @property
+    def wrong(self) -> int:
+        return sum(sent != truth for _, sent, truth in self.published)
+
+    @property
+    def coverage_pct(self) -> float:
+        right = {(name, sent) for name, sent, truth in self.published if sent == truth}
+        return 100.0 * len(right & self.shown) / len(self.shown) if self.shown else 0.0
+
+    @property
+    def accepted_pct(self) -> float:
+        return 100.0 * self.accepted / self.cycles if self.cycles else 0.0
+
+    def add(self, other: StreamScore) -> None:
+        self.cycles += other.cycles
+        self.accepted += other.accepted
+        self.shown |= other.shown
+        self.published += other.published
+        self.events += other.events
+
+
+@dataclass
+class StreamResult:
+    """One installation's replay: frame outcomes per path, stream score per engine."""
+
+    outcomes: dict[str, list[Outcome]]
+    scores: dict[str, StreamScore]
+
+
+def replay(stream: Stream, engines: dict[str, OcrEngine], baseline: bool) -> StreamResult:
+    """Replay `stream` through a fresh daemon per engine (and the baseline per frame)."""
+    outcomes: dict[str, list[Outcome]] = {name: [] for name in engines}
+    if baseline:
+        outcomes[BASELINE] = []
+    scores = {name: StreamScore() for name in engines}
+    window = DigitWindow(*stream.window)
+    digits = stream.style.digits
+    with tempfile.TemporaryDirectory(prefix="edgemeter-bench-") as tmp:
+        runs: dict[str, tuple[ReplayDaemon, Recorder]] = {}
+        for name, engine in engines.items():
+            state_dir = Path(tmp) / name
+            state_dir.mkdir()
+            recorder = Recorder(engine)
+            daemon = ReplayDaemon(replay_config(stream, name, state_dir), recorder, state_dir)
+            runs[name] = (daemon, recorder)
+        for cycle_shots in stream:
+            frames = [
+                Frame(shot.image, shot.ts, "benchmark", truth=shot.truth)
+                for shot in cycle_shots.shots
+            ]
+            truth = int(cycle_shots.truth)
+            for name, (daemon, recorder) in runs.items():
+                before = len(daemon.published)
+                cycle = daemon.cycle(frames)
+                daemon.settle(cycle)
+                reads = recorder.take()
+                if len(reads) != len(frames):
+                    raise RuntimeError(f"{stream.label}: the window does not fit the frame")
+                outcomes[name] += [
+                    Outcome(f.truth or "", r) for f, r in zip(frames, reads, strict=True)
+                ]
+                score = scores[name]
+                score.cycles += 1
+                score.accepted += cycle.verdict.accepted
+                score.shown.add((stream.label, truth))
+                score.published += [(stream.label, v, truth) for v in daemon.published[before:]]
+            if baseline:
+                outcomes[BASELINE] += [
+                    Outcome(f.truth or "", baseline_read(crop(f.image, window), digits))
+                    for f in frames
+                ]
+        for name, (daemon, _) in runs.items():
+            scores[name].events = list(daemon.events)
+    return StreamResult(outcomes, scores)

@@ -1,0 +1,198 @@
+"""The benchmark command still runs and prints its whole table (a few frames only).
+
+Not a benchmark: no figure is compared with a target here (that would flake on a slow
+machine); the run is checked for its rows, and its percentages for being percentages.
+The scoring rules it applies are checked on hand-made readings.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from broker import mosquitto_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import hardset, realset  # noqa: E402
+from benchmarks.scoring import Outcome, Tally, digit_verdicts, verdict  # noqa: E402
+from edgemeter import simulate  # noqa: E402
+from edgemeter.ocr import NoReading, Reading  # noqa: E402
+
+ENGINES = ("tesserocr", "classifier")
+PATHS = (*ENGINES, "baseline")
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def reading(digits: str, *confidences: float) -> Reading:
+    return Reading(digits, confidences, (False,) * len(digits))
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_a_reading_counts_only_when_every_digit_clears_the_gate() -> None:
+    assert verdict(Outcome("0123", reading("0123", 0.9, 0.9, 0.9, 0.9)), 0.6) == "read"
+    assert verdict(Outcome("0123", reading("0124", 0.9, 0.9, 0.9, 0.9)), 0.6) == "wrong"
+    assert verdict(Outcome("0123", reading("0124", 0.9, 0.9, 0.9, 0.5)), 0.6) == "unread"
+    assert verdict(Outcome("0123", NoReading("dark")), 0.6) == "unread"
+    assert digit_verdicts(Outcome("0123", reading("0124", 0.9, 0.9, 0.3, 0.9)), 0.6) == [
+        "read",
+        "read",
+        "unread",
+        "wrong",
+    ]
+
+
+def test_a_real_mid_roll_digit_is_right_as_either_neighbour() -> None:
+    rolling = {"truth": "7", "neighbours": ("8",)}
+    assert verdict(Outcome(reading=reading("8", 0.9), **rolling), 0.6) == "read"  # type: ignore[arg-type]
+    assert verdict(Outcome(reading=reading("7", 0.9), **rolling), 0.6) == "read"  # type: ignore[arg-type]
+    assert verdict(Outcome(reading=reading("1", 0.9), **rolling), 0.6) == "wrong"  # type: ignore[arg-type]
+    tally = Tally.of(
+        [
+            Outcome("7", reading("7", 0.9)),
+            Outcome("7", reading("1", 0.9)),
+            Outcome("7", NoReading("")),
+        ]
+    )
+    assert (tally.read, tally.wrong, tally.unread, tally.n) == (1, 1, 1, 3)
+
+
+def test_the_hard_set_uses_only_held_out_typefaces_and_its_twins_only_tuning_ones() -> None:
+    hardset.check_fonts()
+    assert len(hardset.INSTALLATIONS) >= 10
+    held_out = {i.font for i in hardset.INSTALLATIONS}
+    assert held_out <= set(simulate.HELD_OUT_FONTS)
+    assert not held_out & set(simulate.TUNE_FONTS)
+    for twin in hardset.streams(seen=True, cycles=1, burst=1):
+        assert twin.style.font in simulate.TUNE_FONTS
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def tables(text: str) -> dict[str, Table]:
+    """Every Markdown table of the output, by the heading (or line) above it."""
+    found: dict[str, Table] = {}
+    title = ""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("|") and index + 1 < len(lines) and lines[index + 1].startswith("|--"):
+            headers = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[index + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            found[title] = (headers, rows)
+        elif line.strip() and not line.startswith("|"):
+            title = line.strip()
+    return found
+
+
+def find(found: dict[str, Table], start: str, part: str = "") -> Table:
+    matches = [title for title in found if title.startswith(start) and part in title]
+    assert len(matches) == 1, f"{start!r}: {matches} in {list(found)}"
+    return found[matches[0]]
+
+
+def column(table: Table, name: str) -> list[str]:
+    headers, rows = table
+    return [row[headers.index(name)] for row in rows]
+
+
+def first_column(table: Table) -> list[str]:
+    return [row[0] for row in table[1]]
+
+
+@pytest.fixture(scope="module")
+def output() -> str:
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    sections = "hard,seen,real,sweep,speed,memory"
+    if not realset.available():
+        sections = "hard,seen,sweep,speed,memory"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--sections",
+            sections,
+            "--installations",
+            "2",
+            "--cycles",
+            "2",
+            "--real",
+            "4",
+            "--timing-frames",
+            "4",
+            "--memory-frames",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_every_percentage_in_the_output_is_between_0_and_100(output: str) -> None:
+    checked = 0
+    for headers, rows in tables(output).values():
+        for i, name in enumerate(headers):
+            if "%" in name:
+                for row in rows:
+                    assert 0.0 <= float(row[i]) <= 100.0, (name, row)
+                    checked += 1
+    assert checked > 100
+
+
+def test_the_hard_set_and_its_twin_have_a_row_per_installation_and_path(output: str) -> None:
+    found = tables(output)
+    names = [i.name for i in hardset.INSTALLATIONS[:2]]
+    for title in ("### Hard set", "### Seen styles"):
+        single = find(found, title, "single frame")
+        assert first_column(single) == [*names, "all"]
+        assert column(single, "frames") == ["6", "6", "12"]  # 2 cycles of a burst of 3
+        for path in PATHS:
+            assert f"{path} wrong %" in single[0]
+    stream = find(found, "### Hard set", "stream")
+    assert [(r[0], r[1]) for r in stream[1]] == [
+        *((n, e) for n in names for e in ENGINES),
+        *(("all", e) for e in ENGINES),
+    ]
+    assert all(int(v) >= 0 for v in column(stream, "wrong published"))
+    summary = find(found, "### Summary")
+    assert {(r[0], r[1]) for r in summary[1]} >= {(s, p) for s in ("hard", "seen") for p in PATHS}
+
+
+def test_the_real_set_sweep_speed_and_memory_sections_are_there(output: str) -> None:
+    found = tables(output)
+    if realset.available():
+        real = find(found, "### Real set")
+        assert {(r[0], r[1]) for r in real[1]} == {
+            (p, d) for p in PATHS for d in ("0-9", "mid-roll")
+        }
+        assert first_column(find(found, "Per digit")) == list("0123456789")
+    sweep = find(found, "### Confidence gate sweep")
+    assert first_column(sweep) == ["0.30", "0.40", "0.50", "0.60", "0.70", "0.80", "0.90", "0.95"]
+    speed = find(found, "Load average before")
+    assert first_column(speed) == list(PATHS)
+    assert all(float(v) > 0 for v in column(speed, "median ms"))
+    assert column(speed, "faster than baseline")[-1] == "1.0x"
+    memory = find(found, "### Memory")
+    assert first_column(memory) == list(ENGINES)
+    assert column(memory, "exit") == ["0", "0"]
+    assert all(float(v) > 10 for v in column(memory, "peak RSS MB (VmHWM)"))
+    assert re.search(r"load average at start [\d.]+ [\d.]+ [\d.]+", output)
