@@ -71,6 +71,7 @@ class CameraConfig:
     lens_position: float | None = _num(None, min=0)
     settle_s: float = _num(1.0, min=0)
     timeout_s: float = _num(5.0, gt=0)
+    frozen_after_s: float = _num(60.0, gt=0)
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
 
 
@@ -336,6 +337,13 @@ def _cross_checks(config: Config) -> list[str]:
     if camera.source == "files" and not camera.path:
         problems.append(
             "camera.path: is required when camera.source is files (a glob such as /data/*.jpg)"
+        )
+    timeout = config.watchdog.frame_timeout_s
+    if camera.source != "files" and camera.frozen_after_s >= timeout:
+        problems.append(
+            f"camera.frozen_after_s: must be less than watchdog.frame_timeout_s ({timeout:g}),"
+            f" got {camera.frozen_after_s:g}: otherwise systemd restarts the service before"
+            " a frozen camera is reported"
         )
     mqtt = config.mqtt
     if mqtt.password_file and not mqtt.username:

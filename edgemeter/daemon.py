@@ -33,7 +33,15 @@ from edgemeter.outbox import Outbox, OutboxError
 from edgemeter.plausibility import Memory, Rules, Verdict, judge, to_units, vote
 from edgemeter.publish import Publisher, reading_payload
 from edgemeter.snapshot import draw_overlay
-from edgemeter.source import Frame, FrameSource, SourceEnded, SourceError, open_source
+from edgemeter.source import (
+    Frame,
+    FrameCheck,
+    FrameFault,
+    FrameSource,
+    SourceEnded,
+    SourceError,
+    open_source,
+)
 from edgemeter.state import StateError, StateStore
 from edgemeter.web import Board, WebError, WebServer
 from edgemeter.window import DigitWindow, WindowError, crop
@@ -84,7 +92,11 @@ class Daemon:
         self.rules = Rules.from_config(config.meter, config.plausibility)
         self.stop_event = threading.Event()
         self.memory = Memory()
+        # When the camera last showed it is alive: a frame that is new, not a repeat.
         self.last_frame_at = time.monotonic()
+        live = config.camera.source != "files"  # a replay may repeat a picture
+        self.frame_check = FrameCheck(config.camera.frozen_after_s, live)
+        self.frame_fault: str | None = None
         self.last_state_error: str | None = None
         self.saved_key: tuple[int | None, datetime | None] = (None, None)
         # A replay of recorded files is one frame per cycle: each file is its own moment.
@@ -257,7 +269,6 @@ class Daemon:
 
     def loop(self) -> int:
         interval = self.config.camera.interval_s
-        timeout = self.config.watchdog.frame_timeout_s
         failures = 0
         while not self.stop_event.is_set():
             started = time.monotonic()
@@ -269,22 +280,54 @@ class Daemon:
             except SourceError as err:
                 failures += 1
                 log.warning("camera no frame failures=%d: %s", failures, err)
-                if self.publisher is not None:
-                    self.publisher.publish_rejected(
-                        _json({"raw": None, "reason": f"camera: {err}", "ts": _iso(_now())})
-                    )
-                # A camera that stays away stops the watchdog pings, so systemd
-                # restarts us: a fresh process often brings back a wedged camera.
-                if time.monotonic() - self.last_frame_at < timeout:
-                    self.notifier.watchdog()
+                self.report_camera(f"camera: {err}", _now())
+                self.feed_watchdog()
                 self.stop_event.wait(min(2.0**failures, max(interval, 1.0), 30.0))
                 continue
+            if failures:
+                log.info("camera frames again after failures=%d", failures)
             failures = 0
-            self.last_frame_at = time.monotonic()
-            self.settle(self.cycle(frames))
-            self.notifier.watchdog()
+            fault = self.inspect(frames)
+            if fault is None:
+                self.settle(self.cycle(frames))
+            else:
+                self.report_camera(f"camera: {fault.reason}", frames[-1].ts)
+            self.feed_watchdog()
             self.stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
         return EXIT_OK
+
+    def inspect(self, frames: list[Frame]) -> FrameFault | None:
+        """Whether the burst can be read: not black, not a frozen picture."""
+        now = time.monotonic()
+        fault = None
+        for frame in frames:
+            health = self.frame_check.check(frame.image, now)
+            if health.fresh:
+                self.last_frame_at = now
+            fault = health.fault or fault
+        kind = fault.kind if fault is not None else None
+        # One warning when a fault starts, one line when it ends: not one per cycle.
+        if fault is not None and kind != self.frame_fault:
+            log.warning("camera %s: %s; %s", fault.kind, fault.reason, fault.fix)
+        elif fault is None and self.frame_fault is not None:
+            log.info("camera %s no more: frames are read again", self.frame_fault)
+        self.frame_fault = kind
+        return fault
+
+    def report_camera(self, reason: str, ts: datetime) -> None:
+        """A cycle without a usable frame: on the rejected topic, the web page and systemd."""
+        if self.publisher is not None:
+            self.publisher.publish_rejected(_json({"raw": None, "reason": reason, "ts": _iso(ts)}))
+        if self.board is not None:
+            self.board.add_rejection(None, reason, ts)
+        self.notifier.status(reason)
+
+    def feed_watchdog(self) -> None:
+        # A camera that stays away, or keeps sending one frozen picture, stops the
+        # watchdog pings, so systemd restarts us: a fresh process often brings back a
+        # wedged camera.
+        if time.monotonic() - self.last_frame_at < self.config.watchdog.frame_timeout_s:
+            self.notifier.watchdog()
 
     def drain(self, until_stopped: bool) -> None:
         """Deliver what is owed: at a replay's end all of it, at a signal what fits in time."""

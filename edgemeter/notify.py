@@ -6,8 +6,10 @@ dependency (python-systemd needs libsystemd headers to build; sdnotify is unmain
 costs more than these lines.
 
 What this module does not do: decide *when* to ping the watchdog. The daemon pings after
-each cycle that really ran, so a wedged camera or OCR stalls the pings and systemd
-restarts the service; a free-running ping thread would hide exactly those hangs.
+each cycle that really ran, and only while the camera has delivered a new picture within
+watchdog.frame_timeout_s, so a wedged camera, a frozen picture or a hung OCR stalls the
+pings and systemd restarts the service; a free-running ping thread would hide exactly
+those hangs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ Every source has the same small interface (`open`, `read`, `close`) and yields
 out of frames raises `SourceEnded`; a camera hiccup raises `SourceError` with a
 message a user can act on, and the caller decides whether to retry. Camera libraries
 are imported inside the source that needs them, so the package runs on any machine.
+
+`FrameCheck` judges the frames a camera does deliver: a black frame, or the same
+picture over and over (a stuck driver, a frozen IP camera), is no reading and, when
+frozen, no sign of life either. What to do about it (log, report, the watchdog) is the
+daemon's business.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -146,21 +151,43 @@ class FilesSource:
 
 
 class OpenCVSource:
-    """A USB camera (device index) or a network stream (RTSP/HTTP URL) via OpenCV."""
+    """A USB camera (device index) or a network stream (RTSP/HTTP URL) via OpenCV.
 
-    def __init__(self, device: int | str, clock: Callable[[], datetime] = utcnow):
+    A failed read closes the capture and the next read opens it again, so a camera
+    that was unplugged, or a stream that dropped, comes back without a restart; the
+    daemon spaces the attempts out. Network streams are opened through FFmpeg with
+    open and read timeouts: a camera that accepts the connection and then sends
+    nothing must not hang the loop (FFmpeg's own default is to wait for ever).
+    """
+
+    def __init__(
+        self, device: int | str, timeout_s: float = 5.0, clock: Callable[[], datetime] = utcnow
+    ):
         self.device = device
+        self.timeout_s = timeout_s
         self.clock = clock
         self.capture: Any = None
 
     def open(self) -> None:
-        self.capture = cv2.VideoCapture(self.device)
+        if is_stream_url(self.device):
+            timeout_ms = max(1, round(self.timeout_s * 1000))
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                timeout_ms,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                timeout_ms,
+            ]
+            self.capture = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG, params)
+        else:
+            # A local device: V4L2 bounds its own waits (it gives up on a silent camera).
+            self.capture = cv2.VideoCapture(self.device)
         if not self.capture.isOpened():
             self.capture.release()
             self.capture = None
             raise SourceError(
                 f"cannot open camera.device={self.device!r}: check the index (ls /dev/video*)"
-                " or the stream URL, and that the user is in group video"
+                " or the stream URL, that the camera is powered and reachable, and that the"
+                " user is in group video"
             )
 
     def read(self) -> Frame:
@@ -171,13 +198,21 @@ class OpenCVSource:
             # Reopen on the next read: a USB camera that was unplugged comes back
             # under the same index, an RTSP stream after a network drop.
             self.close()
-            raise SourceError(f"camera.device={self.device!r} returned no frame")
+            raise SourceError(
+                f"camera.device={self.device!r} returned no frame (the stream ended, sent"
+                f" nothing for camera.timeout_s={self.timeout_s:g} s, or sent a frame that"
+                " cannot be decoded): check the camera's power, cable and network"
+            )
         return Frame(as_bgr(image), self.clock(), f"opencv:{self.device}")
 
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()
             self.capture = None
+
+
+def is_stream_url(device: int | str) -> bool:
+    return isinstance(device, str) and "://" in device
 
 
 class Picamera2Source:
@@ -252,6 +287,11 @@ class Picamera2Source:
                 log.debug("picamera2 %s failed: %s", step, err)
 
 
+# A real sensor never gives the same picture twice; neither does the simulated one, so
+# it is not taken for a frozen camera when its counter stands still.
+SIMULATED_SENSOR_NOISE = 1.5
+
+
 class SimulatedSource:
     """The built-in simulated odometer: frames with known digits, no camera needed."""
 
@@ -284,7 +324,7 @@ class SimulatedSource:
         conditions = (
             self.simulate.random_conditions(self.rng, hard=True)
             if self.hard
-            else self.simulate.Conditions()
+            else self.simulate.Conditions(noise=SIMULATED_SENSOR_NOISE)
         )
         if self.frames % self.frames_per_value == 0:
             self.value = self.odometer.next_value()
@@ -296,13 +336,108 @@ class SimulatedSource:
         pass
 
 
+# ------------------------------------------------------- is the camera really delivering?
+
+# Frames are compared on every 8th pixel in each direction: a few tens of thousands of
+# values on a Pi camera frame, cheap every cycle, and unaveraged, so sensor noise shows.
+SAMPLE_STEP = 8
+# Mean absolute difference (grey levels, 0..255) at or under which two frames are the
+# same picture. Sensor noise alone moves an unaveraged pixel by a level or more from one
+# frame to the next; a stuck driver, or an IP camera re-sending its last JPEG, gives 0.
+# A frozen picture with a ticking clock overlay stays far below this too.
+STILL_MAX_DIFF = 0.2
+# A frame whose brightest 1 % of samples stay below this grey level shows nothing lit.
+BLACK_LEVEL = 32
+
+
+@dataclass(frozen=True)
+class FrameFault:
+    """Why a delivered frame must not be read: `kind` for logs, `reason` for reports."""
+
+    kind: Literal["black", "frozen"]
+    reason: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class FrameHealth:
+    """One frame judged: `fresh` when it shows the camera alive; `fault` when unusable."""
+
+    fresh: bool
+    fault: FrameFault | None
+
+
+BLACK = FrameFault(
+    "black",
+    "the frame is black",
+    "check the lighting at the counter, the lens cap, and camera.exposure_us",
+)
+
+
+def _sample(image: np.ndarray) -> np.ndarray:
+    return image[::SAMPLE_STEP, ::SAMPLE_STEP]
+
+
+def is_black(image: np.ndarray) -> bool:
+    return float(np.percentile(_sample(image), 99)) < BLACK_LEVEL
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two sampled frames are one picture, up to less than sensor noise."""
+    if a.shape != b.shape:
+        return False
+    return float(np.abs(a.astype(np.int16) - b).mean()) <= STILL_MAX_DIFF
+
+
+class FrameCheck:
+    """Judges each delivered frame: black, frozen, or a fresh picture.
+
+    A stuck driver, a hung ISP or an IP camera whose encoder froze go on "delivering"
+    frames; only comparing each with the one before shows that nothing new arrives.
+    `live` is false for a replay of files, where the same picture twice is legitimate.
+    Time is an argument (monotonic seconds), so the rule is testable without waiting.
+    """
+
+    def __init__(self, frozen_after_s: float, live: bool) -> None:
+        self.frozen_after_s = frozen_after_s
+        self.live = live
+        self._previous: np.ndarray | None = None
+        self._changed_at = 0.0
+
+    def check(self, image: np.ndarray, now: float) -> FrameHealth:
+        if is_black(image):
+            # Darkness is no hung camera (a restart brings no light) and a dark frame
+            # may well repeat exactly, so it counts as fresh, never as frozen.
+            self._previous = None
+            return FrameHealth(fresh=True, fault=BLACK)
+        if not self.live:
+            return FrameHealth(fresh=True, fault=None)
+        current = _sample(image).copy()
+        previous, self._previous = self._previous, current
+        if previous is None or not same_picture(current, previous):
+            self._changed_at = now
+            return FrameHealth(fresh=True, fault=None)
+        still_s = now - self._changed_at
+        if still_s < self.frozen_after_s:
+            # A short run of equal frames is normal for a compressed stream of a still
+            # scene (skipped blocks); only a long one is a frozen camera.
+            return FrameHealth(fresh=False, fault=None)
+        fault = FrameFault(
+            "frozen",
+            f"the camera is frozen (the same picture for {still_s:.0f} s)",
+            "check the camera cable and the driver (dmesg); a restart of the service"
+            " often brings a wedged camera back",
+        )
+        return FrameHealth(fresh=False, fault=fault)
+
+
 def open_source(camera: CameraConfig, digits: int, burst: int = 1) -> FrameSource:
     """The configured source, not yet opened; `burst` frames are taken per cycle."""
     if camera.source == "files":
         assert camera.path is not None  # config validation requires it
         return FilesSource(camera.path, loop=camera.loop)
     if camera.source == "opencv":
-        return OpenCVSource(camera.device)
+        return OpenCVSource(camera.device, camera.timeout_s)
     if camera.source == "picamera2":
         return Picamera2Source(camera)
     return SimulatedSource(camera, digits, frames_per_value=burst)

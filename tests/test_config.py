@@ -122,6 +122,34 @@ def test_files_source_needs_a_path() -> None:
     ]
 
 
+def test_frozen_camera_limit_defaults_below_the_watchdog_limit() -> None:
+    config = parse_text(MINIMAL.replace("source: files", "source: opencv"))
+    assert config.camera.frozen_after_s == 60
+    assert config.camera.frozen_after_s < config.watchdog.frame_timeout_s
+
+
+def test_frozen_camera_limit_must_be_positive() -> None:
+    bad = MINIMAL.replace("source: files", "source: opencv\n  frozen_after_s: 0")
+    assert problems_of(bad) == ["camera.frozen_after_s: must be a number > 0, got 0"]
+
+
+def test_frozen_camera_limit_must_be_below_the_watchdog_limit() -> None:
+    bad = (
+        MINIMAL.replace("source: files", "source: opencv\n  frozen_after_s: 30")
+        + "watchdog: {frame_timeout_s: 30}\n"
+    )
+    assert problems_of(bad) == [
+        "camera.frozen_after_s: must be less than watchdog.frame_timeout_s (30), got 30:"
+        " otherwise systemd restarts the service before a frozen camera is reported"
+    ]
+
+
+def test_frozen_camera_limit_does_not_bind_a_replay_of_files() -> None:
+    # A replay may repeat a picture, so it is never checked for a frozen camera.
+    text = MINIMAL.replace("source: files", "source: files\n  frozen_after_s: 500")
+    assert parse_text(text).camera.frozen_after_s == 500
+
+
 def test_corners_must_be_four_points() -> None:
     bad = MINIMAL.replace("height: 80}", "height: 80, corners: [[0, 0], [10, 0]]}")
     (problem,) = problems_of(bad)

@@ -1,0 +1,386 @@
+"""Camera faults against the real daemon: a real process, a real Mosquitto, a real stream.
+
+The camera is an MJPEG-over-HTTP stream served by the test on 127.0.0.1
+(multipart/x-mixed-replace, as IP cameras serve it), read by the daemon's `opencv`
+source through OpenCV's FFmpeg backend. It shows the simulated odometer counting up
+with sensor noise, and the test breaks it: it goes away (connection refused), stalls
+(connected, sends nothing), sends black frames, sends one frozen picture over and over,
+or sends JPEGs that cannot be decoded. For each, the daemon must say what is wrong and
+what to check, report it on the rejected topic and to systemd (STATUS=), publish no
+reading from the broken camera, stop the watchdog pings during a long outage or freeze
+(so systemd restarts it) and come back by itself when the camera does.
+
+Every wait is bounded; the watchdog timeouts are seconds, not minutes, to keep it short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import pytest
+from broker import Broker, Received, Subscriber, wait_for
+from replay import start_daemon, write_config
+
+from edgemeter import simulate
+
+PREFIX = "edgemeter/test"
+FPS = 6.0
+START_VALUE = 3000
+# The counter the camera shows goes up by one this often.
+SECONDS_PER_UNIT = 1.0
+# Short on purpose: the daemon's own limits, so faults last seconds in these tests.
+FRAME_TIMEOUT_S = 2.0
+FROZEN_AFTER_S = 0.6
+READ_TIMEOUT_S = 1.0
+# A fault outlasting the watchdog limit: long enough to see the pings stop.
+LONG_FAULT_S = FRAME_TIMEOUT_S + 3.5
+# Allowance for the last frames in flight and one cycle (decode, OCR) after a fault starts.
+SETTLE_S = 1.5
+SETTLE = timedelta(seconds=SETTLE_S)
+WAIT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+Mode = Literal["live", "frozen", "black", "corrupt", "stalled"]
+
+
+class MjpegCamera:
+    """An IP camera on 127.0.0.1 that a test can break; `url` stays the same across restarts."""
+
+    def __init__(self) -> None:
+        self.mode: Mode = "live"
+        self.served: set[int] = set()  # every counter value a live frame showed
+        self._port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._generation = 0  # bumped by stop(): open streams end
+        self._started_at = time.monotonic()
+        self._style = simulate.default_style()
+        self._rng = np.random.default_rng(5)
+        # Sensor noise, drawn once and cycled: consecutive frames always differ.
+        self._noise = [self._rng.integers(-3, 4, (600, 800, 3), dtype=np.int16) for _ in range(4)]
+        self._count = 0
+        self._rendered: dict[int, np.ndarray] = {}
+        self._last_jpeg = b""
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/stream.mjpg"
+
+    def start(self) -> None:
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                camera.stream(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        server.daemon_threads = True
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The camera is gone: open streams end and new connections are refused."""
+        self._generation += 1
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def stream(self, handler: BaseHTTPRequestHandler) -> None:
+        generation = self._generation
+        handler.send_response(200)
+        handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        handler.end_headers()
+        with contextlib.suppress(OSError):  # the daemon hung up
+            while generation == self._generation:
+                if self.mode == "stalled":
+                    time.sleep(0.05)  # connected, headers sent, then nothing
+                    continue
+                data = self.next_jpeg()
+                handler.wfile.write(
+                    b"--frame\r\nContent-Type: image/jpeg\r\n"
+                    + f"Content-Length: {len(data)}\r\n\r\n".encode()
+                    + data
+                    + b"\r\n"
+                )
+                handler.wfile.flush()
+                time.sleep(1 / FPS)
+
+    def next_jpeg(self) -> bytes:
+        with self._lock:
+            mode = self.mode
+            if mode == "frozen" and self._last_jpeg:
+                return self._last_jpeg  # a stuck camera: the very same picture
+            self._count += 1
+            noise = self._noise[self._count % len(self._noise)]
+            if mode == "black":
+                return _jpeg(np.clip(noise + 1, 0, 255).astype(np.uint8))
+            value = START_VALUE + int((time.monotonic() - self._started_at) / SECONDS_PER_UNIT)
+            data = _jpeg(np.clip(self._render(value) + noise, 0, 255).astype(np.uint8))
+            if mode == "corrupt":
+                # The header survives, the rest is line noise: undecodable.
+                return data[:200] + self._rng.integers(0, 256, len(data) - 200, np.uint8).tobytes()
+            self.served.add(value)
+            self._last_jpeg = data
+            return data
+
+    def _render(self, value: int) -> np.ndarray:
+        if value not in self._rendered:
+            image = simulate.render(self._style, value, simulate.Conditions(), self._rng).image
+            self._rendered[value] = image.astype(np.int16)
+        return self._rendered[value]
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return data.tobytes()
+
+
+@dataclass
+class Watchdog:
+    """systemd's side of NOTIFY_SOCKET: every datagram, with when it arrived."""
+
+    path: Path
+    received: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                text = self._sock.recv(4096).decode()
+                self.received.append((time.monotonic(), text))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def pings(self, since: float, until: float = float("inf")) -> list[float]:
+        return [t for t, text in list(self.received) if text == "WATCHDOG=1" and since <= t < until]
+
+    def statuses(self) -> list[str]:
+        return [text.removeprefix("STATUS=") for _, text in self.received if "STATUS=" in text]
+
+
+@dataclass
+class Rig:
+    camera: MjpegCamera
+    live: Subscriber
+    watchdog: Watchdog
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_log(self, text: str, after: int = 0) -> int:
+        """Wait for `text` in the log past offset `after`; return where it was found."""
+        assert wait_for(lambda: text in self.log_text()[after:], WAIT_S), (
+            f"{text!r} not in the daemon log:\n{self.log_text()[-3000:]}"
+        )
+        return after + self.log_text()[after:].index(text)
+
+    def readings(self) -> list[dict[str, object]]:
+        return _readings(self.live.messages)
+
+    def rejected(self) -> list[dict[str, object]]:
+        return [
+            json.loads(m.payload) for m in self.live.messages if m.topic == f"{PREFIX}/rejected"
+        ]
+
+    def wait_readings(self, count: int, since: datetime) -> None:
+        def enough(messages: list[Received]) -> bool:
+            return len([r for r in _readings(messages) if _ts(r) >= since]) >= count
+
+        assert self.live.wait_until(enough, WAIT_S), f"no readings:\n{self.log_text()[-3000:]}"
+
+    def camera_reports(self, start: str) -> list[dict[str, object]]:
+        return [r for r in self.rejected() if str(r["reason"]).startswith(start)]
+
+
+def _readings(messages: list[Received]) -> list[dict[str, object]]:
+    return [json.loads(m.payload) for m in messages if m.topic == f"{PREFIX}/reading"]
+
+
+def _ts(payload: dict[str, object]) -> datetime:
+    return datetime.fromisoformat(str(payload["ts"]).replace("Z", "+00:00"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+def rig(tmp_path: Path, broker: Broker) -> Iterator[Rig]:
+    camera = MjpegCamera()
+    camera.start()
+    config = write_config(
+        tmp_path,
+        mqtt={"host": broker.host, "port": broker.port},
+        camera={
+            "source": "opencv",
+            "path": None,
+            "device": camera.url,
+            "interval_s": 0,
+            "timeout_s": READ_TIMEOUT_S,
+            "frozen_after_s": FROZEN_AFTER_S,
+        },
+        watchdog={"frame_timeout_s": FRAME_TIMEOUT_S},
+        history={"enabled": False},
+    )
+    watchdog = Watchdog(tmp_path / "notify.sock")
+    log = tmp_path / "daemon.log"
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        process = start_daemon(config, log, NOTIFY_SOCKET=str(watchdog.path))
+        try:
+            rig = Rig(camera, live, watchdog, log)
+            rig.wait_readings(2, since=datetime.min.replace(tzinfo=UTC))
+            yield rig
+            process.terminate()
+            assert process.wait(timeout=STOP_TIMEOUT_S) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            watchdog.close()
+            camera.stop()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text
+    # Whatever happened, every published reading is a value the camera really showed,
+    # and the counter never went down.
+    values = [int(float(str(r["value"]))) for r in rig.readings()]
+    assert set(values) <= camera.served
+    assert values == sorted(values)
+
+
+def break_camera(rig: Rig, mode: Mode, seconds: float) -> tuple[float, datetime]:
+    """Switch the camera to `mode` for `seconds`, then back; when it broke (monotonic, UTC)."""
+    broke_at, broke_wall = time.monotonic(), _now()
+    rig.camera.mode = mode
+    time.sleep(seconds)
+    rig.camera.mode = "live"
+    return broke_at, broke_wall
+
+
+def assert_no_reading_between(rig: Rig, start: datetime, end: datetime) -> None:
+    during = [r for r in rig.readings() if start <= _ts(r) < end]
+    assert during == [], f"readings published from a broken camera: {during}"
+
+
+def assert_watchdog_starved_then_fed(rig: Rig, broke_at: float, back_at: float) -> None:
+    assert rig.watchdog.pings(broke_at - 3, broke_at), "no pings before the fault"
+    starved_from = broke_at + FRAME_TIMEOUT_S + SETTLE_S
+    assert back_at - starved_from >= 1.0  # the window checked is not empty
+    assert rig.watchdog.pings(starved_from, back_at) == []
+    assert wait_for(lambda: bool(rig.watchdog.pings(back_at)), WAIT_S), "pings did not resume"
+
+
+def assert_frame_fault_handled(
+    rig: Rig, kind: str, reason: str, fix: str, back_wall: datetime
+) -> None:
+    """One warning with its fix, reports on every channel, nothing read until it ended."""
+    warning = f"camera {kind}: {reason}"
+    warned = rig.wait_log(warning)
+    cleared = rig.wait_log(f"camera {kind} no more", after=warned)
+    rig.wait_readings(1, since=back_wall)
+    text = rig.log_text()
+    assert fix in text[warned:cleared]
+    assert text.count(warning) == 1  # once, not every cycle
+    # From the moment the fault was noticed until it ended, nothing was read as current.
+    assert " accepted value=" not in text[warned:cleared]
+    assert " unchanged value=" not in text[warned:cleared]
+    reports = rig.camera_reports(f"camera: {reason}")
+    assert reports
+    assert_no_reading_between(rig, min(_ts(r) for r in reports), back_wall)
+    assert any(s.startswith(f"camera: {reason}") for s in rig.watchdog.statuses())
+
+
+def test_frozen_camera_is_reported_not_read_and_starves_the_watchdog(rig: Rig) -> None:
+    broke_at, _ = break_camera(rig, "frozen", LONG_FAULT_S)
+    back_at, back_wall = time.monotonic(), _now()
+
+    reason = "the camera is frozen (the same picture for"
+    fix = "check the camera cable and the driver"
+    assert_frame_fault_handled(rig, "frozen", reason, fix, back_wall)
+    assert_watchdog_starved_then_fed(rig, broke_at, back_at)
+
+
+def test_camera_that_goes_away_and_comes_back(rig: Rig) -> None:
+    broke_at, broke_wall = time.monotonic(), _now()
+    rig.camera.stop()
+    time.sleep(LONG_FAULT_S)
+    rig.camera.start()
+    back_at, back_wall = time.monotonic(), _now()
+
+    refused = rig.wait_log(f"cannot open camera.device={rig.camera.url!r}")
+    rig.wait_log("camera frames again after failures=", after=refused)
+    rig.wait_readings(1, since=back_wall)
+    assert "that the camera is powered and reachable" in rig.log_text()[refused:]
+    reports = rig.camera_reports("camera: cannot open camera.device=")
+    assert reports
+    assert any(s.startswith("camera: cannot open") for s in rig.watchdog.statuses())
+    assert_no_reading_between(rig, broke_wall + SETTLE, back_wall)
+    assert_watchdog_starved_then_fed(rig, broke_at, back_at)
+
+
+def test_stalled_stream_times_out_instead_of_hanging(rig: Rig) -> None:
+    broke_at, broke_wall = break_camera(rig, "stalled", LONG_FAULT_S)
+    back_at, back_wall = time.monotonic(), _now()
+
+    stalled = rig.wait_log("returned no frame (the stream ended, sent nothing for")
+    rig.wait_log("camera frames again after failures=", after=stalled)
+    rig.wait_readings(1, since=back_wall)
+    assert f"camera.timeout_s={READ_TIMEOUT_S:g} s" in rig.log_text()[stalled:]
+    assert "check the camera's power, cable and network" in rig.log_text()[stalled:]
+    assert rig.camera_reports(f"camera: camera.device={rig.camera.url!r} returned no frame")
+    assert_no_reading_between(rig, broke_wall + SETTLE, back_wall)
+    assert_watchdog_starved_then_fed(rig, broke_at, back_at)
+
+
+def test_corrupt_frames_are_reported_and_never_read(rig: Rig) -> None:
+    _, broke_wall = break_camera(rig, "corrupt", 3.0)
+    back_wall = _now()
+
+    corrupt = rig.wait_log("or sent a frame that cannot be decoded")
+    rig.wait_log("camera frames again after failures=", after=corrupt)
+    rig.wait_readings(1, since=back_wall)
+    assert rig.camera_reports(f"camera: camera.device={rig.camera.url!r} returned no frame")
+    assert_no_reading_between(rig, broke_wall + SETTLE, back_wall)
+
+
+def test_black_frames_are_reported_and_keep_the_watchdog_fed(rig: Rig) -> None:
+    broke_at, _ = break_camera(rig, "black", LONG_FAULT_S)
+    back_at, back_wall = time.monotonic(), _now()
+
+    fix = "check the lighting at the counter, the lens cap"
+    assert_frame_fault_handled(rig, "black", "the frame is black", fix, back_wall)
+    # A dark room is not a hung camera: a restart would bring no light, so the
+    # watchdog goes on being fed through a long black spell.
+    assert rig.watchdog.pings(broke_at + FRAME_TIMEOUT_S + SETTLE_S, back_at)
