@@ -36,6 +36,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+# The newest message put per topic, kept after its delivery: after a crash between the
+# outbox and the state file, the daemon re-accepts the reading it already queued, and
+# the publisher must recognise it to keep the first time rather than send a second.
+_LAST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS last_put (
+    topic TEXT PRIMARY KEY,
+    payload TEXT NOT NULL
+)
+"""
+
 _DROP_OLDEST = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)"
 
 
@@ -98,6 +108,10 @@ class Outbox:
                     "INSERT INTO outbox (topic, payload, retain, qos) VALUES (?, ?, ?, ?)",
                     (topic, payload, int(retain), qos),
                 )
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO last_put (topic, payload) VALUES (?, ?)",
+                    (topic, payload),
+                )
                 excess = self._count + 1 - self._max
                 if excess > 0:
                     self._conn.execute(_DROP_OLDEST, (excess,))
@@ -118,6 +132,14 @@ class Outbox:
         if row is None:
             return None
         return Message(id=row[0], topic=row[1], payload=row[2], retain=bool(row[3]), qos=row[4])
+
+    def last_put(self, topic: str) -> str | None:
+        """The payload most recently put for `topic`, delivered or not; None if never."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT payload FROM last_put WHERE topic = ?", (topic,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def remove(self, message_id: int) -> None:
         """Delete a delivered message; a message already dropped by a full outbox is fine."""
@@ -184,6 +206,7 @@ def _open(path: Path) -> sqlite3.Connection:
         # After a long outage the WAL may have grown; keep it from staying large.
         conn.execute("PRAGMA journal_size_limit=1048576")
         conn.execute(_SCHEMA)
+        conn.execute(_LAST_SCHEMA)
     except sqlite3.DatabaseError:
         conn.close()
         raise

@@ -28,6 +28,7 @@ import collections
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
 import ssl
@@ -72,6 +73,11 @@ _WAIT_SLICE_S = 0.5
 # Back-off of the delivery thread after an unexpected error (not a broker outage).
 _MIN_BACKOFF_S = 5.0
 _MAX_BACKOFF_S = 60.0
+
+# Test-only fault injection (tests/test_faults_crash.py): seconds to pause between the
+# broker's acknowledgement of a reading and its removal from the outbox, so a SIGKILL
+# lands in that window on purpose. Unset in production.
+FAULT_DELAY_DELIVERY_ENV = "EDGEMETER_FAULT_DELAY_DELIVERY_S"
 
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -311,6 +317,13 @@ class Publisher:
         delivery thread, retained, with the configured QoS.
         """
         with self._cond:
+            if self._repeats_last_reading(topic_payload):
+                # Killed after queuing a reading but before the state file recorded it,
+                # the daemon reads the same value again after the restart. The first
+                # copy (maybe delivered already) keeps its original time; a second
+                # would publish the same value with another time.
+                log.info("reading already queued, not sent again payload=%s", topic_payload)
+                return
             if len(self._unstored) >= self._mqtt.outbox_max:
                 # Bounded like the outbox; never the one being delivered.
                 del self._unstored[1 if self._unstored_in_flight else 0]
@@ -318,6 +331,22 @@ class Publisher:
             self._unstored.append(topic_payload)
             self._store_unstored()
             self._cond.notify_all()
+
+    def _repeats_last_reading(self, payload: str) -> bool:
+        """True if `payload` has the value of the newest reading queued (lock held).
+
+        The daemon publishes only changes, so the same value twice in a row means a
+        restart re-accepted a reading whose state save the crash cut short.
+        """
+        if self._unstored:
+            last: str | None = self._unstored[-1]
+        else:
+            try:
+                last = self._outbox.last_put(self.topics.reading)
+            except sqlite3.Error:
+                return False  # cannot tell: sending twice beats losing one
+        key = _reading_key(payload)
+        return key is not None and last is not None and _reading_key(last) == key
 
     def _store_unstored(self) -> None:
         """Move readings held in memory into the outbox, oldest first (lock held)."""
@@ -515,6 +544,7 @@ class Publisher:
                 if message is None:
                     return
                 if self._deliver(message):
+                    _fault_pause(message.id)
                     with self._cond:
                         if message.id == _UNSTORED_ID:
                             self._unstored.popleft()
@@ -593,6 +623,32 @@ class Publisher:
             with self._cond:
                 if self._stopping:
                     return False
+
+
+def _reading_key(payload: str) -> tuple[object, object] | None:
+    """(value, raw) of a reading payload; None for anything else."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or "value" not in body or "raw" not in body:
+        return None
+    return body["value"], body["raw"]
+
+
+def _fault_pause(message_id: int) -> None:
+    try:
+        delay_s = float(os.environ.get(FAULT_DELAY_DELIVERY_ENV) or 0)
+    except ValueError:
+        return
+    if delay_s > 0:
+        log.warning(
+            "fault injection: delivered id=%d, pausing delay_s=%g before removing it from"
+            " the outbox",
+            message_id,
+            delay_s,
+        )
+        time.sleep(delay_s)
 
 
 def _configure_tls(client: paho.Client, tls: TlsConfig) -> None:

@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,10 @@ STATE_VERSION = 1
 # runaway file into a Pi's memory would be a second failure on top of the first.
 MAX_STATE_BYTES = 1 << 20
 _TEMP_SUFFIX = ".tmp"
+# Test-only fault injection (tests/test_faults_crash.py): seconds to pause between the
+# fsynced temp file and the rename, so a SIGKILL lands mid-save on purpose. Unset in
+# production.
+FAULT_DELAY_STATE_WRITE_ENV = "EDGEMETER_FAULT_DELAY_STATE_WRITE_S"
 
 
 class StateError(Exception):
@@ -108,6 +113,7 @@ class StateStore:
                 handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
+            _fault_pause(FAULT_DELAY_STATE_WRITE_ENV)
             os.replace(temp, self._path)
             temp = None
             _fsync_directory(directory)
@@ -199,6 +205,16 @@ def _decode(data: bytes) -> Memory:
     if not isinstance(memory, dict):
         raise ValueError(f"'memory' must be an object, got {type(memory).__name__}")
     return Memory.from_dict(memory)
+
+
+def _fault_pause(variable: str) -> None:
+    """Sleep as long as a test-only fault-injection variable says (unset: not at all)."""
+    try:
+        delay_s = float(os.environ.get(variable) or 0)
+    except ValueError:
+        return
+    if delay_s > 0:
+        time.sleep(delay_s)
 
 
 def _fsync_directory(directory: Path) -> None:

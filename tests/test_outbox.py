@@ -60,6 +60,25 @@ def test_order_is_kept_across_reopen(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_last_put_payload_is_kept_after_delivery_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path, max_messages=10)
+    assert outbox.last_put("t") is None
+    first = outbox.put("t", "one", True, 1)
+    outbox.put("other", "x", False, 0)
+    outbox.remove(first)
+    outbox.close()
+
+    reopened = Outbox(path, max_messages=10)
+    try:
+        assert reopened.last_put("t") == "one"
+        assert reopened.last_put("other") == "x"
+        reopened.put("t", "two", True, 1)
+        assert reopened.last_put("t") == "two"
+    finally:
+        reopened.close()
+
+
 def test_ids_are_never_reused_after_the_outbox_empties(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path, max_messages=10)

@@ -234,6 +234,30 @@ def test_readings_are_published_in_order_and_the_last_one_is_retained(
     assert [(values([m], topic), m.retain) for m in late] == [([9.0], True)]
 
 
+def test_a_reading_accepted_again_after_a_crash_keeps_its_first_time(
+    broker: Broker, make_publisher: Callable[..., Publisher], outbox: Outbox
+) -> None:
+    publisher = make_publisher(config_for(broker))
+    topic = publisher.topics.reading
+    first = reading(5)
+    # A restart whose state file missed reading 5 reads the counter again, later.
+    again = reading_payload(5.0, "5", "km", T0 + timedelta(hours=1), 0.9)
+    # A re-baseline back to 5 after 6 is a new reading, not a repeat.
+    back = reading_payload(5.0, "5", "km", T0 + timedelta(hours=2), 0.9)
+
+    with Subscriber(broker, topic) as live:
+        for payload in (first, again, reading(6), back):
+            publisher.publish_reading(payload)
+        assert publisher.flush(DELIVER_S)
+        seen = live.wait_until(lambda m: len(values(m, topic)) >= 3, DELIVER_S)
+
+    stamps = [json.loads(m.payload)["ts"] for m in seen if m.topic == topic]
+    assert values(seen, topic) == [5.0, 6.0, 5.0]
+    assert stamps[0] == json.loads(first)["ts"]
+    assert stamps[2] == json.loads(back)["ts"]
+    assert outbox.last_put(topic) == back
+
+
 def test_discovery_then_online_are_sent_retained_on_connect(
     broker: Broker, make_publisher: Callable[..., Publisher]
 ) -> None:
