@@ -79,6 +79,17 @@ _MAX_BACKOFF_S = 60.0
 # lands in that window on purpose. Unset in production.
 FAULT_DELAY_DELIVERY_ENV = "EDGEMETER_FAULT_DELAY_DELIVERY_S"
 
+# What a user can do about a refused connect; paho names MQTT 3.1.1 and 5 codes alike.
+_CREDENTIALS_HINT = (
+    " (check mqtt.username and the password in mqtt.password_file against the broker's"
+    " password file; retrying)"
+)
+_REFUSAL_HINTS = {
+    "Bad user name or password": _CREDENTIALS_HINT,
+    "Not authorized": _CREDENTIALS_HINT,
+    "Client identifier not valid": " (set another mqtt.client_id; retrying)",
+}
+
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
 # Home Assistant validates units per device class and spells volumes with
@@ -440,11 +451,12 @@ class Publisher:
             # Refused (bad password, not authorised, ...): not connected. paho closes
             # the socket and retries with back-off, which picks up a fixed broker.
             log.error(
-                "mqtt connect refused host=%s port=%d client_id=%s reason=%s",
+                "mqtt connect refused host=%s port=%d client_id=%s reason=%s%s",
                 self._mqtt.host,
                 self._mqtt.port,
                 self._client_id,
                 reason_code,
+                _REFUSAL_HINTS.get(reason_code.getName(), " (retrying)"),
             )
             return
         self._connect_failures = 0
