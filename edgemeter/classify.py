@@ -1,19 +1,27 @@
 """Classifier engine: each drum cell read by a small trained network, not by Tesseract.
 
-The cells come from `ocr.preprocess` (the same row finding, levelling and splitting the
-Tesseract engine uses). Each cell is cut again at a fixed geometry around the digit
-band, made grey with the digit light on dark, contrast-stretched and scaled to the
-network's input; the network says where the drum stands, as a distribution over the
-100 tenths of its turn (3.4: 40 % of the way from 3 to 4), or that the cell shows no
-drum digit at all (the cell finder cut between two drums). From that distribution:
+The row comes from `ocr.row_hypotheses` (the Tesseract engine's row finding, without
+its glyph cleaning): every way the drums may lie, when some were not found as whole
+digits (turning, of another colour, seven-segment pieces). Each drum is cut at a fixed
+geometry around the digit band, made grey with the digit light on dark,
+contrast-stretched and scaled to the network's input, and the placement whose drums
+read best is kept (see `ClassifierEngine._choose`). The network says where the drum
+stands, as a distribution over the 100 tenths of its turn (3.4: 40 % of the way from 3
+to 4), or that the cell shows no drum digit at all (a cut between two drums, the
+bezel). From that distribution:
 
 * the digit the drum has reached: the tenths from d - 0.1 to d + 0.8 count as d. A drum
   a tenth short of d shows d all but whole (the real labels call it d); at d + 0.8 it
   has not reached d + 1 (a counter's value is floor(position)), so that is still d;
 * whether it is rolling: most of the mass off the settled tenths (d - 0.1 .. d + 0.1);
-* the confidence: the mass on the winning digit, mapped through the calibration stored
-  with the model, so that a digit at or above 0.6 is wrong well under 0.5 % of the time
-  on held-out data. A drum between two readings splits its mass and is not trusted.
+* the confidence: the mass that supports the winning digit, mapped through the
+  calibration stored with the model, so that a digit at or above 0.6 is wrong well
+  under 0.5 % of the time on held-out data. The support reaches one tenth below the
+  digit's own tenths (d - 0.2): a drum at d - 0.1 looks all but the same as one at
+  d - 0.2, so the network spreads its mass over both, and a drum at d - 0.2 is either
+  neighbour's (the real labels call it mid-roll). Without that tenth, a third of the
+  drums settled at d - 0.1 were withheld though read right. A drum between two
+  readings splits its mass and is not trusted.
 
 The higher drums are read knowing the lower ones (Geneva carry): a drum turns only
 while every drum below it stands at 9 going to 0, and then by as much as the last one
@@ -40,7 +48,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edgemeter.ocr import Cells, NoReading, Reading, preprocess, to_grey
+from edgemeter.ocr import Cells, NoReading, Reading, Row, row_hypotheses, to_grey
 
 Image = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
@@ -61,6 +69,8 @@ NOT_A_DIGIT = CLASSES
 OUTPUTS = CLASSES + 1
 # Reached digit d owns the tenths d - 0.1 .. d + 0.8 (offset of its first tenth).
 REACHED_FROM = -1
+# The tenths that support d in its confidence start one lower (see the docstring).
+SUPPORT_FROM = -2
 # A drum within a tenth of a digit is settled on it.
 SETTLED_TENTHS = 1
 # A higher drum stands this many tenths off where the carry puts it, at most: slack in
@@ -68,6 +78,9 @@ SETTLED_TENTHS = 1
 SLACK_TENTHS = 3
 # Below this spread of grey levels a cell shows nothing (as ocr.MIN_CONTRAST).
 MIN_CONTRAST = 12.0
+# A second placement of the row's missing drums that reads at this confidence or more
+# makes the window ambiguous: no reading.
+RIVAL = 0.3
 
 
 class ModelError(Exception):
@@ -224,6 +237,12 @@ def reached_mass(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray(rolled.reshape(10, 10).sum(axis=1), dtype=np.float64)
 
 
+def support(probs: npt.NDArray[np.float64], digit: int) -> float:
+    """The mass behind a reached digit: its own tenths and the one below them."""
+    tenths = (10 * digit + np.arange(SUPPORT_FROM, REACHED_FROM + 10)) % CLASSES
+    return float(np.asarray(probs[:CLASSES], dtype=np.float64)[tenths].sum())
+
+
 def _circular_mean(probs: npt.NDArray[np.float64], centre: int, reach: int) -> float:
     """Mean tenth of the mass within `reach` tenths of `centre`, in tenths (may be <0)."""
     offsets = np.arange(-reach, reach + 1)
@@ -243,7 +262,8 @@ def position_of(probs: npt.NDArray[np.float64]) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Raw mass on the winning digit -> confidence, piecewise linear (knots ascending)."""
+    """Support of the winning digit (`support`) -> confidence, piecewise linear (knots
+    ascending)."""
 
     raw: tuple[float, ...]
     confidence: tuple[float, ...]
@@ -266,7 +286,7 @@ def decode(probs: npt.NDArray[np.float64], calibration: Calibration) -> DrumPosi
         position=round(position_of(probs), 3),
         digit=digit,
         rolling=settled < 0.5,
-        confidence=round(calibration(float(mass[digit])), 3),
+        confidence=round(calibration(support(probs, digit)), 3),
     )
 
 
@@ -419,17 +439,64 @@ class ClassifierEngine:
         return decode(probs[0], self.info.calibration)
 
     def read(self, window: npt.NDArray[Any], digits: int) -> Reading | NoReading:
-        cells = preprocess(window, digits)
-        if isinstance(cells, NoReading):
-            return cells
-        grey = to_grey(window)
-        for i, cell in enumerate(cells.cells):
-            x, y, w, h = cell.box
-            region = grey[y : y + h, x : x + w]
-            if region.size == 0 or _spread(region) < MIN_CONTRAST:
-                return NoReading(f"cell {i + 1} of {digits} is blank (no contrast)")
-        probs = self.probabilities(cell_inputs(grey, cells))
-        return assemble(probs, self.info.calibration)
+        try:
+            grey = to_grey(window)
+        except ValueError as err:
+            return NoReading(str(err))
+        if digits == 1:
+            # A one-drum window is the drum's crop itself.
+            if _spread(grey) < MIN_CONTRAST:
+                return NoReading("window is blank (no contrast)")
+            probs = self.probabilities(normalise(grey)[None, None])
+            return assemble(probs, self.info.calibration)
+        rows = row_hypotheses(grey, digits)
+        if isinstance(rows, NoReading):
+            return rows
+        return self._choose(grey, rows, digits)
+
+    def _choose(self, grey: Image, rows: list[Row], digits: int) -> Reading | NoReading:
+        """Read every placement of the row and keep the one whose drums read best.
+
+        A placement that puts a drum on the bezel or the meter's face gives that cell
+        no confident digit (or no contrast at all), so the true placement stands out.
+        Two placements that both read with some confidence are two counters the image
+        could show: no reading, rather than a guess.
+        """
+        cuts: dict[tuple[int, int], int] = {}
+        crops: list[Image] = []
+        layout: list[list[int]] = []
+        for row in rows:
+            index = []
+            for where in row_geometry(row):
+                key = (round(where.centre[0]), round(where.centre[1]))
+                if key not in cuts:
+                    cuts[key] = len(crops)
+                    crops.append(cut(grey, where))
+                index.append(cuts[key])
+            layout.append(index)
+        blank = [_spread(c) < MIN_CONTRAST for c in crops]
+        probs = self.probabilities(np.stack([normalise(c) for c in crops])[:, None])
+        readings: list[Reading] = []
+        for index in layout:
+            if not any(blank[i] for i in index):
+                readings.append(assemble(probs[index], self.info.calibration))
+        if not readings:
+            return NoReading(f"a cell of the {digits} is blank (no contrast)")
+        readings.sort(key=lambda r: -r.confidence)
+        best = readings[0]
+        rivals = [r for r in readings[1:] if r.digits != best.digits]
+        if rivals and rivals[0].confidence >= RIVAL:
+            found = len(rows[0].found)
+            return NoReading(
+                f"found {found} digit cells, expected {digits} "
+                "(cannot tell at which end the missing one is)"
+            )
+        return best
+
+
+def row_geometry(row: Row) -> list[CellGeometry]:
+    """The cut of every drum of a row hypothesis, in window pixels."""
+    return [CellGeometry(centre, row.angle, row.digit_height) for centre in row.centres]
 
 
 def _spread(grey: Image) -> float:

@@ -103,6 +103,9 @@ LONE_DIGIT = 0.65
 AGREEMENT = (0.0, 0.15, 0.25, 0.4, 0.55, 1.0)
 # A glyph no line of the sheet could read, read on its own: right about half the time.
 SINGLE_READ = 0.4
+# Rows of digit-like blobs `row_hypotheses` offers (the best few, other grids): with
+# drums of two colours, the row of one colour can outscore the whole counter's.
+ROW_CANDIDATES = 3
 # Tesseract page segmentation modes used here.
 PSM_BLOCK = 6  # a uniform block of text: the sheet of glyph lines
 PSM_LINE = 7
@@ -439,9 +442,9 @@ class _Candidate:
     grid: _Grid
 
 
-def _best_row(grey: Image, digits: int, spread: float) -> _Candidate | None:
-    """The most convincing row of digit-like blobs over both polarities and several
-    thresholds: about `digits` of them on a regular grid, tall, and no drum faces."""
+def _best_rows(grey: Image, digits: int, spread: float) -> list[_Candidate]:
+    """Rows of digit-like blobs over both polarities and several thresholds, the most
+    convincing first: about `digits` of them on a regular grid, tall, no drum faces."""
     min_h = max(8.0, 0.08 * grey.shape[0])
     rows: list[tuple[bool, _Grid, float]] = []
     every: dict[bool, list[_Blob]] = {True: [], False: []}
@@ -455,7 +458,7 @@ def _best_row(grey: Image, digits: int, spread: float) -> _Candidate | None:
                 grid = _grid(members)
                 if grid is not None:
                     rows.append((light, grid, float(np.median([b.h for b in members]))))
-    best: _Candidate | None = None
+    out: list[_Candidate] = []
     for light, grid, med_h in rows:
         n = len(grid.slots)
         # Drum faces around dark digits: they hold a glyph of the other polarity, or
@@ -473,9 +476,9 @@ def _best_row(grey: Image, digits: int, spread: float) -> _Candidate | None:
             + 0.5 * med_h / grey.shape[0]
             - (3.0 if frames * 2 >= n else 0.0)
         )
-        if best is None or score > best.score:
-            best = _Candidate(score, light, grid)
-    return best
+        out.append(_Candidate(score, light, grid))
+    # Stable: among equal scores the first found (light digits, finest block) wins.
+    return sorted(out, key=lambda c: -c.score)
 
 
 def _evidence(
@@ -516,14 +519,56 @@ def _evidence(
     return best
 
 
-def _find_row(grey: Image, digits: int) -> _Row | NoReading:
-    """The row of `digits` drums in the window, whatever its margins hold."""
+@dataclass(frozen=True)
+class _Found:
+    """The row as the blobs show it, before any missing drum is placed."""
+
+    light_on_dark: bool
+    grid: _Grid
+    slope: float
+    intercept: float
+    top: float
+    bottom: float
+
+
+def _found_rows(grey: Image, digits: int, count: int) -> list[_Found] | NoReading:
+    """The `count` most convincing rows of whole digits in the window that could be
+    the counter's; NoReading (why the best one cannot) if none."""
     spread = contrast(grey)
     if spread < MIN_CONTRAST:
         return NoReading("window is blank (no contrast)")
-    cand = _best_row(grey, digits, spread)
-    if cand is None:
+    cands = _best_rows(grey, digits, spread)
+    if not cands:
         return NoReading("no row of digits found")
+    out: list[_Found] = []
+    first: NoReading | None = None
+    for cand in cands:
+        found = _row_of(cand, digits)
+        if isinstance(found, NoReading):
+            first = first or found
+            continue
+        if any(_same_grid(found.grid, f.grid) for f in out):
+            continue
+        out.append(found)
+        if len(out) == count:
+            break
+    if not out:
+        assert first is not None
+        return first
+    return out
+
+
+def _same_grid(a: _Grid, b: _Grid) -> bool:
+    """Two grids that put the drums in the same places (other thresholds, same row)."""
+    if abs(a.pitch - b.pitch) > 0.1 * a.pitch:
+        return False
+    offset = (b.anchor - a.anchor) / a.pitch
+    return abs(offset - round(offset)) < 0.15
+
+
+def _row_of(cand: _Candidate, digits: int) -> _Found | NoReading:
+    """A candidate's row of whole digits; NoReading if it cannot be the counter's
+    (more drums than it has, or too few to place the rest)."""
     grid = cand.grid
     blobs = [grid.slots[k] for k in sorted(grid.slots)]
     # The band of a settled digit comes from the tallest members: a turning drum's
@@ -539,6 +584,38 @@ def _find_row(grey: Image, digits: int) -> _Row | NoReading:
         return NoReading(f"found {span} digit cells, expected {digits}")
     if found < max(2, digits // 3):
         return NoReading(f"found {found} digit cells, expected {digits}")
+    return _Found(cand.light_on_dark, grid, slope, icpt, top, bottom)
+
+
+def _placed(found: _Found, digits: int, left: int, opposite: frozenset[int]) -> _Row:
+    """The row with `left` missing drums placed before the found ones, the rest after."""
+    grid = found.grid
+    return _Row(
+        found.light_on_dark,
+        found.slope,
+        found.intercept,
+        found.top,
+        found.bottom,
+        grid.pitch,
+        tuple(grid.anchor + k * grid.pitch for k in range(-left, digits - left)),
+        frozenset(k + left for k in grid.slots),
+        opposite,
+    )
+
+
+def _find_row(grey: Image, digits: int) -> _Row | NoReading:
+    """The row of `digits` drums in the window, whatever its margins hold."""
+    spread = contrast(grey)
+    if spread < MIN_CONTRAST:
+        return NoReading("window is blank (no contrast)")
+    cands = _best_rows(grey, digits, spread)
+    if not cands:
+        return NoReading("no row of digits found")
+    found = _row_of(cands[0], digits)
+    if isinstance(found, NoReading):
+        return found
+    grid, slope, icpt = found.grid, found.slope, found.intercept
+    span = grid.span
     # Missing drums at the ends need evidence of a drum there, and only one way of
     # adding them may have it: otherwise the count is wrong, or the window cuts it.
     need = digits - span
@@ -548,7 +625,8 @@ def _find_row(grey: Image, digits: int) -> _Row | NoReading:
         proofs = []
         for k in extra:
             cx = grid.anchor + k * grid.pitch
-            shown, light = _evidence(grey, (cx, icpt + slope * cx), grid.pitch, (top, bottom))
+            band = (found.top, found.bottom)
+            shown, light = _evidence(grey, (cx, icpt + slope * cx), grid.pitch, band)
             proofs.append((shown, light, k + left))
         if all(p[0] >= 0.5 for p in proofs):
             options.append((left, proofs))
@@ -556,17 +634,71 @@ def _find_row(grey: Image, digits: int) -> _Row | NoReading:
         why = " (cannot tell at which end the missing one is)" if options else ""
         return NoReading(f"found {span} digit cells, expected {digits}{why}")
     left, proofs = options[0]
-    return _Row(
-        cand.light_on_dark,
-        slope,
-        icpt,
-        top,
-        bottom,
-        grid.pitch,
-        tuple(grid.anchor + k * grid.pitch for k in range(-left, digits - left)),
-        frozenset(k + left for k in grid.slots),
-        frozenset(i for _, light, i in proofs if light != cand.light_on_dark),
+    opposite = frozenset(i for _, light, i in proofs if light != found.light_on_dark)
+    return _placed(found, digits, left, opposite)
+
+
+@dataclass(frozen=True)
+class Row:
+    """Where a row of drums may be in a window: for an engine that judges each cell
+    itself (the classifier), which needs no cleaned glyphs, only the geometry.
+
+    `centres`: each drum's band centre (window pixels, most significant first);
+    `angle`: the row's direction, degrees counter-clockwise; `digit_height`: of a
+    settled digit; `pitch`: drum to drum along the row; `found`: drums whose digit was
+    found whole (the rest are placed by the pitch).
+    """
+
+    centres: tuple[tuple[float, float], ...]
+    angle: float
+    digit_height: float
+    pitch: float
+    found: frozenset[int]
+
+
+def _public(row: _Row) -> Row:
+    mid = (row.top + row.bottom) / 2
+    stretch = math.hypot(1.0, row.slope)
+    return Row(
+        tuple((x, row.intercept + row.slope * x + mid) for x in row.centres),
+        -math.degrees(math.atan(row.slope)),
+        row.digit_height,
+        row.pitch * stretch,
+        row.found,
     )
+
+
+def row_hypotheses(window: npt.NDArray[Any], digits: int) -> list[Row] | NoReading:
+    """Every way the row of `digits` drums may lie in the window.
+
+    The best few rows of found digits (ROW_CANDIDATES) each fix a line, band and
+    pitch; drums missing from a found row (a turning drum, a red drum of the other
+    polarity, a seven-segment digit in pieces) may sit at either end. Unlike the
+    Tesseract path, which needs a glyph of its own in every extra cell, this leaves the
+    choice to an engine that can tell a drum from a bezel; only placements that run off
+    the window are dropped.
+    """
+    grey = _window_grey(window, digits)
+    if isinstance(grey, NoReading):
+        return grey
+    founds = _found_rows(grey, digits, ROW_CANDIDATES)
+    if isinstance(founds, NoReading):
+        return founds
+    width = grey.shape[1]
+    rows = []
+    for found in founds:
+        grid = found.grid
+        for left in range(digits - grid.span + 1):
+            first = grid.anchor - left * grid.pitch
+            last = first + (digits - 1) * grid.pitch
+            # A drum centred beyond the window's edge: the window cuts the counter.
+            if first < -0.15 * grid.pitch or last > width - 1 + 0.15 * grid.pitch:
+                continue
+            rows.append(_public(_placed(found, digits, left, frozenset())))
+    if not rows:
+        span = founds[0].grid.span
+        return NoReading(f"found {span} digit cells, expected {digits} (the window cuts the row)")
+    return rows
 
 
 def _level(grey: Image, row: _Row) -> tuple[Image, _Row, npt.NDArray[np.float64]]:
@@ -945,8 +1077,8 @@ def _split(grey: Image, digits: int) -> Cells | NoReading:
     return Cells(tuple(cells), angle, row.light_on_dark, flat.digit_height, len(row.found))
 
 
-def preprocess(window: npt.NDArray[Any], digits: int) -> Cells | NoReading:
-    """All the image work before Tesseract: the cells `snapshot` shows to users."""
+def _window_grey(window: npt.NDArray[Any], digits: int) -> Image | NoReading:
+    """The window in grey, or why it cannot hold a row of `digits` drums."""
     if digits < 1:
         return NoReading(f"digits must be at least 1, got {digits}")
     try:
@@ -955,6 +1087,14 @@ def preprocess(window: npt.NDArray[Any], digits: int) -> Cells | NoReading:
         return NoReading(str(err))
     if grey.shape[0] < 8 or grey.shape[1] < 8:
         return NoReading(f"window is too small ({grey.shape[1]}x{grey.shape[0]} px)")
+    return grey
+
+
+def preprocess(window: npt.NDArray[Any], digits: int) -> Cells | NoReading:
+    """All the image work before Tesseract: the cells `snapshot` shows to users."""
+    grey = _window_grey(window, digits)
+    if isinstance(grey, NoReading):
+        return grey
     return _split(grey, digits)
 
 

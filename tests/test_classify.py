@@ -8,6 +8,7 @@ speed is measured by `scripts/train_classifier.py --report`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgemeter.ocr import NoReading, Reading
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meterdigits"
 GATE = 0.6
+BLACK, WHITE, RED = (22, 22, 22), (238, 238, 238), (40, 60, 215)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def frame_of(value: float, style: simulate.CounterStyle | None = None) -> simula
     )
 
 
-def window_of(value: float) -> np.ndarray:
-    frame = frame_of(value)
+def window_of(value: float, style: simulate.CounterStyle | None = None) -> np.ndarray:
+    frame = frame_of(value, style)
     x, y, w, h = frame.window
     return frame.image[y : y + h, x : x + w]
 
@@ -227,6 +229,82 @@ def test_a_higher_drum_half_turned_without_a_carry_is_not_trusted() -> None:
     reading = classify.assemble(probs, IDENTITY)
 
     assert reading.confidences[1] < GATE
+
+
+def test_a_carry_over_small_tilted_drums_is_read() -> None:
+    # Three drums turning at once leave three whole digits to find the row by: the
+    # other three drums are placed by the pitch and judged by the network.
+    style = dataclasses.replace(simulate.default_style(), rotation=4.0, digit_height=22)
+
+    reading = ClassifierEngine().read(window_of(918299.5, style), 6)
+
+    assert isinstance(reading, Reading), reading
+    assert reading.digits == "918299"
+    assert reading.confidence >= GATE
+
+
+def test_drums_of_two_colours_read(engine: ClassifierEngine) -> None:
+    # Dark red digits on white drums, black digits on the three red decimal drums.
+    style = dataclasses.replace(
+        simulate.default_style(),
+        fg=(33, 26, 124),
+        bg=(230, 230, 230),
+        last_fg=BLACK,
+        last_bg=RED,
+        decimal_drums=3,
+    )
+
+    reading = engine.read(window_of(918300.0, style), 6)
+
+    assert isinstance(reading, Reading), reading
+    assert reading.digits == "918300"
+    assert reading.confidence >= GATE
+
+
+def test_asking_for_more_drums_than_the_counter_has_is_never_a_confident_reading(
+    engine: ClassifierEngine,
+) -> None:
+    style = dataclasses.replace(
+        simulate.default_style(), fg=BLACK, bg=WHITE, last_fg=WHITE, last_bg=RED, decimal_drums=2
+    )
+
+    reading = engine.read(window_of(123456.0, style), 7)
+
+    assert isinstance(reading, NoReading) or reading.confidence < GATE, reading
+
+
+# --------------------------------------------------------------------------- support
+
+
+def _mixed(*weights: tuple[float, float]) -> np.ndarray:
+    """A distribution over the tenths with `weight` at each `position`."""
+    probs = np.full(classify.OUTPUTS, 1e-6)
+    for position, weight in weights:
+        probs[round(position * 10) % classify.CLASSES] += weight
+    return np.asarray(probs / probs.sum(), dtype=np.float64)
+
+
+def test_a_drum_just_short_of_a_digit_is_that_digit_with_full_support() -> None:
+    # Labelled 3 (within a tenth of it), the network spreads it over 2.8 and 2.9.
+    drum = classify.decode(_mixed((2.8, 0.45), (2.9, 0.55)), IDENTITY)
+
+    assert drum.digit == 3
+    assert drum.confidence > 0.99
+
+
+def test_support_reaches_only_one_tenth_below_a_digit() -> None:
+    # Mass at 2.7 is the drum still showing 2: split with 2.9, neither digit is sure.
+    drum = classify.decode(_mixed((2.7, 0.5), (2.9, 0.5)), IDENTITY)
+
+    assert drum.confidence <= 0.5 + 1e-3
+
+
+def test_the_support_of_the_digit_reached_at_x8_is_its_own() -> None:
+    # 2.8 has reached 2 (a counter's value is floor(position)).
+    drum = classify.decode(_mixed((2.8, 1.0)), IDENTITY)
+
+    assert drum.digit == 2
+    assert drum.confidence > 0.99
 
 
 def test_the_classifier_is_selectable_in_the_config() -> None:

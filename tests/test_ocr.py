@@ -24,6 +24,7 @@ from edgemeter.ocr import (
     make_engine,
     preprocess,
     read_window,
+    row_hypotheses,
 )
 
 Engine = TesserocrEngine | PytesseractEngine
@@ -250,3 +251,60 @@ def test_a_missing_tesseract_binary_says_what_to_install(monkeypatch: pytest.Mon
 
     with pytest.raises(OcrUnavailable, match=r"tesseract not found: apt-get install tesseract-ocr"):
         make_engine(OcrConfig(engine="pytesseract"))
+
+
+# --------------------------------------------------------------------------- row hypotheses
+
+
+def test_row_hypotheses_hold_the_true_drums_of_a_two_colour_counter() -> None:
+    style = dataclasses.replace(
+        simulate.default_style(),
+        fg=(33, 26, 124),
+        bg=(230, 230, 230),
+        last_fg=BLACK,
+        last_bg=(40, 60, 215),
+        decimal_drums=3,
+    )
+    frame = simulate.render(style, 918300.0, simulate.Conditions(), np.random.default_rng(0))
+    wx, wy, ww, wh = frame.window
+    truth = [(x + w / 2 - wx, y + h / 2 - wy) for x, y, w, h in frame.cells]
+
+    rows = row_hypotheses(frame.image[wy : wy + wh, wx : wx + ww], 6)
+
+    assert not isinstance(rows, NoReading), rows
+    assert all(len(row.centres) == 6 for row in rows)
+    assert all(-0.5 * row.pitch < x < ww + 0.5 * row.pitch for row in rows for x, _ in row.centres)
+    on_the_drums = [
+        row
+        for row in rows
+        if all(
+            abs(cx - tx) < 0.2 * style.digit_height and abs(cy - ty) < 0.2 * style.digit_height
+            for (cx, cy), (tx, ty) in zip(row.centres, truth, strict=True)
+        )
+    ]
+    assert len(on_the_drums) >= 1
+
+
+def test_row_hypotheses_follow_the_rotation_of_the_row() -> None:
+    style = dataclasses.replace(simulate.default_style(), rotation=3.0)
+
+    rows = row_hypotheses(window_of(123456.0, style), 6)
+
+    assert not isinstance(rows, NoReading), rows
+    # The renderer turns the counter counter-clockwise for a positive rotation.
+    assert all(abs(row.angle - 3.0) < 1.0 for row in rows), [r.angle for r in rows]
+
+
+@pytest.mark.parametrize("digits", [0, -2])
+def test_row_hypotheses_refuse_a_digit_count_below_one(digits: int) -> None:
+    rows = row_hypotheses(window_of(123456.0), digits)
+
+    assert isinstance(rows, NoReading)
+    assert "at least 1" in rows.reason
+
+
+def test_row_hypotheses_of_a_blank_window_say_so() -> None:
+    rows = row_hypotheses(np.full((120, 400, 3), 90, np.uint8), 6)
+
+    assert isinstance(rows, NoReading)
+    assert "blank" in rows.reason
