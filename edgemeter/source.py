@@ -193,7 +193,11 @@ class OpenCVSource:
     def read(self) -> Frame:
         if self.capture is None:
             self.open()
-        ok, image = self.capture.read()
+        try:
+            ok, image = self.capture.read()
+        except cv2.error as err:  # a backend fault surfaces as an exception, not ok=False
+            self.close()
+            raise SourceError(f"camera.device={self.device!r} failed: {err}") from err
         if not ok or image is None:
             # Reopen on the next read: a USB camera that was unplugged comes back
             # under the same index, an RTSP stream after a network drop.
