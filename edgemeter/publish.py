@@ -321,11 +321,13 @@ class Publisher:
 
     # -- publishing --------------------------------------------------------------
 
-    def publish_reading(self, topic_payload: str) -> None:
+    def publish_reading(self, topic_payload: str) -> bool:
         """Queue a reading (JSON from `reading_payload`) durably; returns at once.
 
         The outbox commit is on disk when this returns; delivery happens on the
-        delivery thread, retained, with the configured QoS.
+        delivery thread, retained, with the configured QoS. False when the reading
+        repeats the newest one queued (same value), which keeps its first time and is
+        not queued again: the caller should not record it as new either.
         """
         with self._cond:
             if self._repeats_last_reading(topic_payload):
@@ -334,7 +336,7 @@ class Publisher:
                 # copy (maybe delivered already) keeps its original time; a second
                 # would publish the same value with another time.
                 log.info("reading already queued, not sent again payload=%s", topic_payload)
-                return
+                return False
             if len(self._unstored) >= self._mqtt.outbox_max:
                 # Bounded like the outbox; never the one being delivered.
                 del self._unstored[1 if self._unstored_in_flight else 0]
@@ -342,6 +344,7 @@ class Publisher:
             self._unstored.append(topic_payload)
             self._store_unstored()
             self._cond.notify_all()
+        return True
 
     def _repeats_last_reading(self, payload: str) -> bool:
         """True if `payload` has the value of the newest reading queued (lock held).

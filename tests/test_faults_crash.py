@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from replay import (
     write_frames,
 )
 
+from edgemeter.outbox import Outbox
 from edgemeter.publish import FAULT_DELAY_DELIVERY_ENV
 from edgemeter.state import FAULT_DELAY_STATE_WRITE_ENV, StateStore
 
@@ -104,6 +106,37 @@ def saved_value(state: Path) -> int | None:
     return memory.value
 
 
+class StateWatcher:
+    """Reads the state file every few ms while the daemon runs: every read must parse."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.reads = 0
+        self.torn: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> StateWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                data = self.state.read_bytes()
+            except FileNotFoundError:
+                continue  # before the first save
+            self.reads += 1
+            try:
+                json.loads(data)
+            except ValueError:
+                self.torn.append(data)
+
+
 def move_time_on(frames: list[Path], truth: list[int], saved: int | None) -> None:
     """Drop the frames older than the saved value: after a restart a real camera shows
     the counter as it is now, not the past. (Replaying those frames would be a run of
@@ -128,7 +161,7 @@ def test_repeated_sigkill_loses_no_reading_and_never_tears_the_state(
     rng = random.Random(7370)
     kills: list[Kill] = []
     logs: list[Path] = []
-    with Subscriber(broker, READING) as subscriber:
+    with Subscriber(broker, READING) as subscriber, StateWatcher(state) as watcher:
         for index, kind in enumerate(PLAN):
             logs.append(tmp_path / f"run{index}.log")
             kills.append(run_and_kill(kind, config, logs[-1], state, rng))
@@ -150,13 +183,17 @@ def test_repeated_sigkill_loses_no_reading_and_never_tears_the_state(
     mid_delivery = sum(1 for kill in kills if kill.kind == "delivery" and kill.hook_line_seen)
     values = [r.value for r in received]
     requeued = sum(log.read_text().count("reading already queued") for log in logs)
+    outbox = Outbox(state.parent / "outbox.sqlite", 100)
+    pending = len(outbox)
+    outbox.close()
     print(
         f"FAULT daemon-sigkill: kills={len(kills)} {by_kind} landed_mid_save={mid_save}"
         f" landed_mid_delivery={mid_delivery} accepted_per_run={[k.accepted_in_run for k in kills]}"
         f" distinct_accepted={len(accepted)} received={len(received)}"
         f" distinct_received={len({r.value for r in received})}"
         f" repeats_same_value_and_time={delivery.repeats} conflicts={len(delivery.conflicts)}"
-        f" re_accepted_not_resent={requeued}"
+        f" re_accepted_not_resent={requeued} state_reads={watcher.reads}"
+        f" torn_reads={len(watcher.torn)} outbox_left={pending}"
     )
     # Each kill landed where it was meant to.
     assert mid_save == by_kind["state"]
@@ -170,6 +207,10 @@ def test_repeated_sigkill_loses_no_reading_and_never_tears_the_state(
     # Never a value with two times (or a time with two values), never out of order.
     assert delivery.conflicts == []
     assert values == sorted(values)
+    # Read thousands of times while being rewritten and killed: never half a file.
+    assert watcher.reads > 100
+    assert watcher.torn == []
+    assert pending == 0  # the final run delivered everything owed
     # Every restart resumed from the state file and ran without a traceback.
     for log in logs:
         text = log.read_text()

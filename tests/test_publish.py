@@ -246,12 +246,12 @@ def test_a_reading_accepted_again_after_a_crash_keeps_its_first_time(
     back = reading_payload(5.0, "5", "km", T0 + timedelta(hours=2), 0.9)
 
     with Subscriber(broker, topic) as live:
-        for payload in (first, again, reading(6), back):
-            publisher.publish_reading(payload)
+        queued = [publisher.publish_reading(p) for p in (first, again, reading(6), back)]
         assert publisher.flush(DELIVER_S)
         seen = live.wait_until(lambda m: len(values(m, topic)) >= 3, DELIVER_S)
 
     stamps = [json.loads(m.payload)["ts"] for m in seen if m.topic == topic]
+    assert queued == [True, False, True, True]
     assert values(seen, topic) == [5.0, 6.0, 5.0]
     assert stamps[0] == json.loads(first)["ts"]
     assert stamps[2] == json.loads(back)["ts"]
