@@ -150,6 +150,10 @@ class FilesSource:
         self.paths = []
 
 
+# Longer than the gap between two frames of a burst on any camera, shorter than a cycle.
+STREAM_IDLE_S = 2.0
+
+
 class OpenCVSource:
     """A USB camera (device index) or a network stream (RTSP/HTTP URL) via OpenCV.
 
@@ -158,6 +162,12 @@ class OpenCVSource:
     daemon spaces the attempts out. Network streams are opened through FFmpeg with
     open and read timeouts: a camera that accepts the connection and then sends
     nothing must not hang the loop (FFmpeg's own default is to wait for ever).
+
+    A network stream left unread between cycles is opened afresh for the next burst:
+    OpenCV reads a stream in order, so after an idle spell the next frame is the oldest
+    one waiting in the socket buffers (on a 30 s cycle, minutes old), and many cameras
+    drop a client that stops reading. An H.264 stream then waits for its next keyframe,
+    within camera.timeout_s.
     """
 
     def __init__(
@@ -167,6 +177,7 @@ class OpenCVSource:
         self.timeout_s = timeout_s
         self.clock = clock
         self.capture: Any = None
+        self.last_read_at = 0.0  # monotonic
 
     def open(self) -> None:
         if is_stream_url(self.device):
@@ -191,6 +202,10 @@ class OpenCVSource:
             )
 
     def read(self) -> Frame:
+        idle_s = time.monotonic() - self.last_read_at
+        if self.capture is not None and is_stream_url(self.device) and idle_s > STREAM_IDLE_S:
+            log.debug("stream idle for %.1f s, opening it afresh device=%s", idle_s, self.device)
+            self.close()
         if self.capture is None:
             self.open()
         try:
@@ -207,6 +222,7 @@ class OpenCVSource:
                 f" nothing for camera.timeout_s={self.timeout_s:g} s, or sent a frame that"
                 " cannot be decoded): check the camera's power, cable and network"
             )
+        self.last_read_at = time.monotonic()
         return Frame(as_bgr(image), self.clock(), f"opencv:{self.device}")
 
     def close(self) -> None:

@@ -8,7 +8,8 @@ with sensor noise, and the test breaks it: it goes away (connection refused), st
 or sends JPEGs that cannot be decoded. For each, the daemon must say what is wrong and
 what to check, report it on the rejected topic and to systemd (STATUS=), publish no
 reading from the broken camera, stop the watchdog pings during a long outage or freeze
-(so systemd restarts it) and come back by itself when the camera does.
+(so systemd restarts it) and come back by itself when the camera does. And a stream
+read once a cycle must show the counter as it is, not what the socket buffered.
 
 Every wait is bounded; the watchdog timeouts are seconds, not minutes, to keep it short.
 """
@@ -35,6 +36,10 @@ from broker import Broker, Received, Subscriber, wait_for
 from replay import start_daemon, write_config
 
 from edgemeter import simulate
+from edgemeter.config import OcrConfig, WindowConfig
+from edgemeter.ocr import Reading, make_engine
+from edgemeter.source import OpenCVSource
+from edgemeter.window import DigitWindow, crop
 
 PREFIX = "edgemeter/test"
 FPS = 6.0
@@ -140,7 +145,7 @@ class MjpegCamera:
             noise = self._noise[self._count % len(self._noise)]
             if mode == "black":
                 return _jpeg(np.clip(noise + 1, 0, 255).astype(np.uint8))
-            value = START_VALUE + int((time.monotonic() - self._started_at) / SECONDS_PER_UNIT)
+            value = self.showing()
             data = _jpeg(np.clip(self._render(value) + noise, 0, 255).astype(np.uint8))
             if mode == "corrupt":
                 # The header survives, the rest is line noise: undecodable.
@@ -161,6 +166,10 @@ class MjpegCamera:
         for position in self._rng.integers(scan, end, DAMAGED_BYTES):
             damaged[position] = int(self._rng.integers(0, 256))
         return bytes(damaged)
+
+    def showing(self) -> int:
+        """The value the counter in front of the camera shows now."""
+        return START_VALUE + int((time.monotonic() - self._started_at) / SECONDS_PER_UNIT)
 
     def _render(self, value: int) -> np.ndarray:
         if value not in self._rendered:
@@ -420,7 +429,7 @@ def test_stalled_stream_times_out_instead_of_hanging(rig: Rig) -> None:
 
 
 def test_corrupt_frames_are_reported_and_never_read(rig: Rig) -> None:
-    fault = break_camera(rig, "corrupt", 3.0)
+    fault = break_camera(rig, "corrupt", 2.0)
 
     corrupt = rig.wait_log("or sent a frame that cannot be decoded")
     rig.wait_log("camera frames again after failures=", after=corrupt)
@@ -449,3 +458,24 @@ def test_black_frames_are_reported_and_keep_the_watchdog_fed(rig: Rig) -> None:
     # A dark room is not a hung camera: a restart would bring no light, so the
     # watchdog goes on being fed through a long black spell.
     assert rig.watchdog.pings(fault.broke_at + FRAME_TIMEOUT_S + SETTLE_S, fault.back_at)
+
+
+def test_a_stream_read_after_an_idle_spell_shows_the_counter_as_it_is_now() -> None:
+    # Between two cycles the camera keeps sending; what the socket buffered meanwhile
+    # is old news, and reading it would publish the value of a cycle ago as current.
+    camera = MjpegCamera()
+    camera.start()
+    source = OpenCVSource(camera.url, timeout_s=READ_TIMEOUT_S)
+    try:
+        source.read()
+        time.sleep(3 * SECONDS_PER_UNIT)
+        frame = source.read()
+        showing = camera.showing()
+    finally:
+        source.close()
+        camera.stop()
+    x, y, width, height = simulate.default_window()
+    window = DigitWindow.from_config(WindowConfig(x=x, y=y, width=width, height=height))
+    reading = make_engine(OcrConfig()).read(crop(frame.image, window), 6)
+    assert isinstance(reading, Reading), reading
+    assert int(reading.digits) >= showing - 1  # the frame in flight, not 3 s of backlog
