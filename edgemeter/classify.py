@@ -81,6 +81,8 @@ MIN_CONTRAST = 12.0
 # A second placement of the row's missing drums that reads at this confidence or more
 # makes the window ambiguous: no reading.
 RIVAL = 0.3
+# A row whose every drum was found whole and reads at this confidence needs no rival.
+SURE = 0.9
 
 
 class ModelError(Exception):
@@ -452,6 +454,12 @@ class ClassifierEngine:
         rows = row_hypotheses(grey, digits)
         if isinstance(rows, NoReading):
             return rows
+        if len(rows[0].found) == digits and len(rows) > 1:
+            # Every drum found whole on one grid: that is the counter, unless its
+            # drums do not read as digits. The network's time goes to the rest only then.
+            first = self._choose(grey, rows[:1], digits)
+            if isinstance(first, Reading) and first.confidence >= SURE:
+                return first
         return self._choose(grey, rows, digits)
 
     def _choose(self, grey: Image, rows: list[Row], digits: int) -> Reading | NoReading:

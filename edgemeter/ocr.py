@@ -323,24 +323,38 @@ def _line_through(blobs: Sequence[_Blob]) -> tuple[float, float]:
     if len(blobs) < 2:
         return 0.0, blobs[0].cy
     tol = max(1.0, 0.05 * float(np.median([b.h for b in blobs])))
-    best: tuple[int, float, list[_Blob]] = (0, 0.0, [])
-    for i, a in enumerate(blobs):
-        for b in blobs[i + 1 :]:
-            if abs(b.cx - a.cx) <= 1:
-                continue
-            slope = float(np.clip((b.cy - a.cy) / (b.cx - a.cx), -0.18, 0.18))
-            icpt = a.cy - slope * a.cx
-            errors = [abs(c.cy - icpt - slope * c.cx) for c in blobs]
-            on = [c for c, e in zip(blobs, errors, strict=True) if e < tol]
-            spread = -sum(e for e in errors if e < tol)
-            if (len(on), spread) > (best[0], best[1]):
-                best = (len(on), spread, on)
-    on = best[2]
+    cx = np.array([b.cx for b in blobs])
+    cy = np.array([b.cy for b in blobs])
+    # Every pair at once (a frame's rows are tried thousands of times).
+    first, second = np.triu_indices(len(blobs), 1)
+    keep = np.abs(cx[second] - cx[first]) > 1
+    first, second = first[keep], second[keep]
+    if first.size == 0:
+        return 0.0, float(np.median(cy))
+    slopes = np.clip((cy[second] - cy[first]) / (cx[second] - cx[first]), -0.18, 0.18)
+    icpts = cy[first] - slopes * cx[first]
+    errors = np.abs(cy[None, :] - icpts[:, None] - slopes[:, None] * cx[None, :])
+    near = errors < tol
+    counts = near.sum(axis=1)
+    spreads = -np.where(near, errors, 0.0).sum(axis=1)
+    # The most blobs on the line, then the tightest; the first such pair on a tie.
+    best = int(np.lexsort((np.arange(counts.size), -spreads, -counts))[0])
+    on = [b for b, yes in zip(blobs, near[best], strict=True) if yes]
     if len(on) < 2:
-        return 0.0, float(np.median([b.cy for b in blobs]))
-    slope, icpt = np.polyfit([b.cx for b in on], [b.cy for b in on], 1)
-    slope = float(np.clip(slope, -0.18, 0.18))
+        return 0.0, float(np.median(cy))
+    slope = float(np.clip(_fit([b.cx for b in on], [b.cy for b in on])[0], -0.18, 0.18))
     return slope, float(np.median([b.cy - slope * b.cx for b in on]))
+
+
+def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line y = slope * x + intercept through two or more points of
+    distinct x (np.polyfit's answer, without its overhead in the grid search)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    slope = float(sxy / sxx)
+    return slope, float(my - slope * mx)
 
 
 def _groups(blobs: Sequence[_Blob]) -> list[list[_Blob]]:
@@ -395,7 +409,7 @@ def _place(members: Sequence[_Blob], anchor: float, pitch: float) -> _Grid | Non
     if len(slots) < 2:
         return None
     ks = sorted(slots)
-    slope, icpt = np.polyfit(ks, [slots[k].cx for k in ks], 1)
+    slope, icpt = _fit(ks, [slots[k].cx for k in ks])
     if slope <= 0:
         return None
     return _Grid(float(icpt + slope * ks[0]), float(slope), {k - ks[0]: slots[k] for k in ks}, off)
