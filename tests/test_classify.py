@@ -43,9 +43,9 @@ def window_of(value: float, style: simulate.CounterStyle | None = None) -> np.nd
     return frame.image[y : y + h, x : x + w]
 
 
-def last_drum(value: float) -> np.ndarray:
-    """The last drum of the default counter, cut as the engine cuts a cell."""
-    style = simulate.default_style()
+def last_drum(value: float, style: simulate.CounterStyle | None = None) -> np.ndarray:
+    """The last drum of a counter (default style), cut as the engine cuts a cell."""
+    style = style or simulate.default_style()
     frame = frame_of(value, style)
     x, y, w, h = frame.cells[-1]
     where = CellGeometry((x + w / 2, y + h / 2), 0.0, float(style.digit_height))
@@ -149,6 +149,33 @@ def test_a_mid_roll_synthetic_drum_has_reached_the_lower_digit(
     assert drum.rolling
     assert drum.digit == 4 or drum.confidence < GATE
     assert 4.0 < drum.position < 5.0
+
+
+def test_the_polarity_of_a_drum_is_judged_from_its_face() -> None:
+    dark_on_light = dataclasses.replace(simulate.default_style(), fg=BLACK, bg=WHITE)
+
+    light = classify.light_on_dark(last_drum(123457.0))
+    dark = classify.light_on_dark(last_drum(123457.0, dark_on_light))
+
+    assert (light, dark) == (True, False)
+
+
+def test_an_inverted_drum_reaches_the_network_as_the_same_image() -> None:
+    cell = last_drum(123457.0)
+
+    a = classify.normalise(cell)
+    b = classify.normalise(255 - cell)
+
+    assert np.abs(a - b).max() < 0.05
+
+
+def test_a_dark_on_light_drum_reads_its_digit(engine: ClassifierEngine) -> None:
+    dark_on_light = dataclasses.replace(simulate.default_style(), fg=BLACK, bg=WHITE)
+
+    drum = engine.classify_cell(last_drum(123457.0, dark_on_light))
+
+    assert drum.digit == 7
+    assert drum.confidence >= GATE
 
 
 def test_a_cell_cut_between_two_drums_is_no_confident_digit(engine: ClassifierEngine) -> None:
