@@ -21,6 +21,11 @@ SERVICE_USER=edgemeter
 # added when the package lists have it (Raspberry Pi OS); mosquitto is deliberately not
 # installed: the broker is usually elsewhere (the final message says how to add one).
 BASE_PACKAGES=(tesseract-ocr python3-venv python3-pip)
+# The longest the install waits for the service to report ready (READY=1: camera open).
+# The daemon waits for its camera without a limit of its own, so a camera that cannot
+# open keeps the unit "activating" for its TimeoutStartSec= (90 s) and a plain
+# `systemctl start` with it: the install says so instead of hanging.
+START_WAIT_S=30
 # Installed next to python3-picamera2, and then used instead of pip's copies; see
 # install_requirements_for_picamera2.
 PICAMERA2_PACKAGES=(python3-picamera2 python3-numpy python3-opencv)
@@ -309,7 +314,9 @@ pip_install_with_fast_fallback() {
   fi
   warn "the fast OCR engine (tesserocr) did not install, falling back to pytesseract:"
   tail -n 3 "$log" >&2
-  pip_install "${without_fast[@]}"
+  pip_install "${without_fast[@]}" \
+    || die "pip could not install edgemeter into $VENV (its messages are above): is the" \
+      "package index reachable from here? (\`pip config list\` names a mirror, if any)"
 }
 
 # The PI-NOTES pitfall: apt's picamera2 (and simplejpeg, libcamera's bindings) are built
@@ -429,6 +436,43 @@ check_config() {
   fi
 }
 
+# The service's last log lines, for a start that did not go well.
+show_service_log() {
+  journalctl --unit "$UNIT_NAME" --lines 5 --no-pager --output cat >&2 || true
+  say "the whole log: sudo journalctl -u edgemeter -f"
+}
+
+# Starts (start) or restarts (restart) the service and waits at most START_WAIT_S for it
+# to report ready. A start that fails or does not finish (no camera attached yet, say) is
+# the service's problem to report, not a failed install: the files are all in place.
+start_service() {
+  local action="$1" status=0 text limit
+  if [ "$DRY_RUN" = 1 ] || [ -n "$PREFIX" ]; then
+    say "would run: $(quoted systemctl "$action" "$UNIT_NAME")"
+    return
+  fi
+  # After 5 failed starts in 10 min the unit refuses to start at all ("Start request
+  # repeated too quickly") until this, however good the fix the admin came back with.
+  systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+  local doing=starting
+  if [ "$action" = restart ]; then doing=restarting; fi
+  say "$doing the service; waiting up to $START_WAIT_S s for it to report ready"
+  # Ending the waiting systemctl leaves its start job to carry on in systemd.
+  timeout "$START_WAIT_S" systemctl "$action" "$UNIT_NAME" || status=$?
+  if [ "$status" = 0 ]; then
+    text="$(systemctl show --property StatusText --value "$UNIT_NAME" 2>/dev/null || true)"
+    say "the service is running${text:+ ($text)}"
+  elif [ "$status" = 124 ]; then
+    limit="$(systemctl show --property TimeoutStartUSec --value "$UNIT_NAME" 2>/dev/null || true)"
+    warn "edgemeter has not reported ready after $START_WAIT_S s: it is still waiting for" \
+      "its camera (systemd gives it ${limit:-TimeoutStartSec=}, then restarts it). Its last lines:"
+    show_service_log
+  else
+    warn "edgemeter did not start. Its last lines:"
+    show_service_log
+  fi
+}
+
 install_unit() {
   # Always replaced: it is ours. Site changes belong in a drop-in (systemctl edit).
   run install -m 0644 "$ROOT/systemd/$UNIT_NAME" "$UNIT"
@@ -440,20 +484,15 @@ install_unit() {
   local was_active=0
   if [ -z "$PREFIX" ] && systemctl is-active --quiet "$UNIT_NAME"; then was_active=1; fi
   run_system systemctl daemon-reload
+  run_system systemctl enable "$UNIT_NAME"
   if [ "$CONFIG_OK" = 0 ]; then
     # Starting would only end in exit status 2 (configuration error).
-    run_system systemctl enable "$UNIT_NAME"
     say "enabled but not started: fix $CONFIG, then: sudo systemctl start edgemeter"
-    return
-  fi
-  # A failed start (no camera attached yet, say) is the service's problem to report, not
-  # a failed install: the files are all in place.
-  if ! run_system systemctl enable --now "$UNIT_NAME"; then
-    warn "edgemeter did not start: journalctl -u edgemeter -n 50"
   elif [ "$was_active" = 1 ]; then
     # It was running the previous version: load the new one.
-    run_system systemctl restart "$UNIT_NAME" \
-      || warn "edgemeter did not restart: journalctl -u edgemeter -n 50"
+    start_service restart
+  else
+    start_service start
   fi
 }
 
@@ -471,11 +510,13 @@ do_install() {
     sudo=""
     as_user=""
   fi
-  say "no MQTT broker was installed: set mqtt.host to yours, or run one here with" \
-    "'sudo apt-get install mosquitto' (it listens on 127.0.0.1:1883; mqtt.host: 127.0.0.1)"
+  if [ -n "$PREFIX" ] || ! dpkg_installed mosquitto; then
+    say "no MQTT broker was installed: set mqtt.host to yours, or run one here with" \
+      "'sudo apt-get install mosquitto' (it listens on 127.0.0.1:1883; mqtt.host: 127.0.0.1)"
+  fi
   say "after editing the config: ${sudo}systemctl restart edgemeter"
   say "done. Config: $CONFIG, check it with: ${as_user}$VENV/bin/edgemeter check-config" \
-    "$CONFIG; watch the logs: journalctl -u edgemeter -f"
+    "$CONFIG; watch the logs: ${sudo}journalctl -u edgemeter -f"
 }
 
 # --- uninstall --------------------------------------------------------------------------

@@ -166,6 +166,21 @@ def test_unit_keeps_the_choices_the_daemon_relies_on() -> None:
     assert device_allow == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
 
 
+def test_a_camera_that_never_opens_ends_in_the_failed_state() -> None:
+    # No camera: no READY=1, so each start lasts TimeoutStartSec= and is followed by
+    # RestartSec=; the start limit only trips if the burst of starts fits its interval.
+    service = {k: v for s, k, v in _directives(UNIT.read_text()) if s == "Service"}
+    unit_section = {k: v for s, k, v in _directives(UNIT.read_text()) if s == "Unit"}
+    start_timeout_s = int(service["TimeoutStartSec"])
+    restart_s = int(service["RestartSec"])
+    burst = int(unit_section["StartLimitBurst"])
+    interval_s = int(unit_section["StartLimitIntervalSec"])
+
+    # A start timeout counts as a failure only for these Restart= values.
+    assert service["Restart"] in {"on-failure", "on-abnormal", "always"}
+    assert burst * (start_timeout_s + restart_s) < interval_s
+
+
 @pytest.fixture(scope="module")
 def offline_security(systemd_analyze: str) -> list[str]:
     """The `systemd-analyze security` command line for a unit file PID 1 has not loaded."""
