@@ -94,6 +94,7 @@ class Verdict:
     fd_growth: int
     thread_growth: int
     outbox_kb_end: float
+    outbox_kb_max_after_warmup: float
     history_kb_max_after_warmup: float
     leak_reasons: tuple[str, ...]
 
@@ -324,6 +325,7 @@ def analyse(
         fd_growth=fd_growth,
         thread_growth=thread_growth,
         outbox_kb_end=last.outbox_kb,
+        outbox_kb_max_after_warmup=max(s.outbox_kb for s in after),
         history_kb_max_after_warmup=max(s.history_kb for s in after),
         leak_reasons=tuple(reasons),
     )
@@ -361,7 +363,8 @@ def report(run: SoakRun, verdict: Verdict) -> str:
         f"RSS after warm-up: slope {verdict.rss_slope_mb_per_kcycle:+.2f} MB per 1000 cycles,"
         f" {verdict.rss_growth_mb:+.1f} MB first to last",
         f"open fds after warm-up: {verdict.fd_growth:+d}; threads: {verdict.thread_growth:+d}",
-        f"outbox at the end: {verdict.outbox_kb_end:.1f} kB;"
+        f"outbox at the end: {verdict.outbox_kb_end:.1f} kB"
+        f" (max after warm-up {verdict.outbox_kb_max_after_warmup:.1f} kB);"
         f" history max after warm-up: {verdict.history_kb_max_after_warmup:.1f} kB",
         f"readings accepted: {run.accepted}, delivered live: {run.delivered};"
         f" web fetch failures: {run.web_failures}",
