@@ -20,7 +20,7 @@ Verdict: LEAK when, after the warm-up (the first half of the samples):
 - open file descriptors or threads end above their count at the end of the warm-up
   (the least of three samples on either side, so a file open for a moment is no leak).
 The figures are printed as a table; nothing here is a unit test.
-`tests/test_soak.py` runs the same measurement for ~35 s with looser bounds.
+`tests/test_soak.py` runs the same measurement for ~40 s with looser bounds.
 """
 
 from __future__ import annotations
