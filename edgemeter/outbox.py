@@ -124,10 +124,13 @@ class Outbox:
         assert message_id is not None  # an INSERT always sets it
         return message_id
 
-    def oldest(self) -> Message | None:
+    def oldest(self, after: int = 0) -> Message | None:
+        """The first message with an id above `after` (0: the first of all)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT id, topic, payload, retain, qos FROM outbox ORDER BY id LIMIT 1"
+                "SELECT id, topic, payload, retain, qos FROM outbox WHERE id > ?"
+                " ORDER BY id LIMIT 1",
+                (after,),
             ).fetchone()
         if row is None:
             return None
@@ -146,6 +149,25 @@ class Outbox:
         with self._lock, self._conn:
             cursor = self._conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
             self._count -= cursor.rowcount
+
+    def remove_through(self, message_id: int) -> int:
+        """Delete every message up to and including `message_id`; how many went.
+
+        Delivery is in order, so this also clears messages delivered earlier whose own
+        removal the disk refused.
+        """
+        with self._lock, self._conn:
+            cursor = self._conn.execute("DELETE FROM outbox WHERE id <= ?", (message_id,))
+            self._count -= cursor.rowcount
+        return cursor.rowcount
+
+    def count_after(self, message_id: int) -> int:
+        """Messages with an id above `message_id` (a query: for rare use)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE id > ?", (message_id,)
+            ).fetchone()
+        return int(row[0])
 
     def __len__(self) -> int:
         with self._lock:

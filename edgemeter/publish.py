@@ -254,6 +254,11 @@ class Publisher:
         self._unstored: collections.deque[str] = collections.deque()
         self._unstored_in_flight = False
         self._store_error: str | None = None
+        # Outbox ids up to here are acknowledged by the broker. Normally they are also
+        # deleted; when the disk refuses the DELETE (full, read-only) they stay in the
+        # file, and delivery goes on past them instead of sending the same one for ever.
+        self._delivered_through = 0
+        self._remove_error: str | None = None
         self._stopping = False
         self._stopped = False
         self._connect_failures = 0
@@ -404,7 +409,7 @@ class Publisher:
         """Wait until the outbox is empty (every reading acknowledged) or the timeout."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: len(self._outbox) == 0 and not self._unstored, timeout=timeout_s
+                lambda: self._undelivered() == 0 and not self._unstored, timeout=timeout_s
             )
 
     # -- paho client and callbacks (paho's network thread) -------------------------
@@ -565,7 +570,8 @@ class Publisher:
                             self._unstored.popleft()
                             self._unstored_in_flight = False
                         else:
-                            self._outbox.remove(message.id)
+                            self._delivered_through = message.id
+                            self._remove_delivered()
                         self._cond.notify_all()  # flush() waits for removals
                     log.debug("reading delivered id=%d topic=%s", message.id, message.topic)
                 else:
@@ -588,7 +594,7 @@ class Publisher:
                 if self._stopping:
                     return None, self._connects
                 if self._connected:
-                    message = self._outbox.oldest()
+                    message = self._outbox.oldest(after=self._delivered_through)
                     if message is not None:
                         return message, self._connects
                     if self._unstored:
@@ -599,6 +605,34 @@ class Publisher:
                         )
                         return reading, self._connects
                 self._cond.wait()
+
+    def _remove_delivered(self) -> None:
+        """Delete what the broker acknowledged (lock held); a refusal is logged once."""
+        try:
+            self._outbox.remove_through(self._delivered_through)
+        except sqlite3.Error as err:
+            if str(err) != self._remove_error:
+                log.error(
+                    "outbox cannot remove delivered readings path=%s error=%s (delivery goes"
+                    " on; after a restart they are sent once more; free space on the state"
+                    " directory's disk)",
+                    self._outbox.path,
+                    err,
+                )
+            self._remove_error = str(err)
+            return
+        if self._remove_error is not None:
+            log.info("outbox removes delivered readings again path=%s", self._outbox.path)
+            self._remove_error = None
+
+    def _undelivered(self) -> int:
+        """Readings not yet acknowledged, in the outbox (lock held)."""
+        if self._remove_error is None:
+            return len(self._outbox)
+        try:
+            return self._outbox.count_after(self._delivered_through)
+        except sqlite3.Error:
+            return len(self._outbox)  # cannot tell: count the undeleted as owed
 
     def _wait_for_reconnect(self, connects: int) -> None:
         with self._cond:

@@ -79,6 +79,21 @@ def test_last_put_payload_is_kept_after_delivery_and_reopen(tmp_path: Path) -> N
         reopened.close()
 
 
+def test_oldest_after_skips_and_remove_through_clears_a_prefix(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", max_messages=10)
+    try:
+        ids = put_values(outbox, range(5))
+        after = outbox.oldest(after=ids[1])
+        assert after is not None and after.id == ids[2]
+        assert outbox.oldest(after=ids[-1]) is None
+        assert outbox.count_after(ids[1]) == 3
+        assert outbox.remove_through(ids[2]) == 3
+        assert len(outbox) == 2
+        assert drain(outbox) == ["3", "4"]
+    finally:
+        outbox.close()
+
+
 def test_ids_are_never_reused_after_the_outbox_empties(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     outbox = Outbox(path, max_messages=10)

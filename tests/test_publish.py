@@ -374,6 +374,47 @@ def test_readings_are_still_published_in_order_while_the_outbox_disk_is_full(
     assert len(errors) == 1  # logged once, not per reading
 
 
+def test_delivery_goes_on_when_the_disk_refuses_to_remove_delivered_readings(
+    broker: Broker,
+    make_publisher: Callable[..., Publisher],
+    outbox: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = Topics.from_config(config_for(broker), METER).reading
+    real_remove = outbox.remove_through
+    disk_full = True
+
+    def remove_through(message_id: int) -> int:
+        if disk_full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_remove(message_id)
+
+    monkeypatch.setattr(outbox, "remove_through", remove_through)
+    caplog.set_level(logging.INFO)
+    with Subscriber(broker, topic) as observer:
+        publisher = connected(make_publisher(config_for(broker)))
+        for n in range(3):
+            publisher.publish_reading(reading(n))
+        during = observer.wait_until(has_values(topic, 3), DELIVER_S)
+        assert publisher.flush(DELIVER_S)  # acknowledged is delivered, deleted or not
+        left_in_file = len(outbox)
+        disk_full = False
+        for n in range(3, 6):
+            publisher.publish_reading(reading(n))
+        seen = observer.wait_until(has_values(topic, 6), DELIVER_S)
+        assert publisher.flush(DELIVER_S)
+
+    assert values(during, topic) == [0.0, 1.0, 2.0]  # each once: none sent again and again
+    assert left_in_file == 3
+    assert first_arrivals(values(seen, topic)) == [float(n) for n in range(6)]
+    assert len(outbox) == 0  # the first removal that works clears the earlier ones too
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("outbox cannot remove delivered readings" in m for m in messages) == 1
+    assert any("outbox removes delivered readings again" in m for m in messages)
+    assert not any("delivery failed" in m for m in messages)
+
+
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
     broker: Broker, make_publisher: Callable[..., Publisher]
 ) -> None:
