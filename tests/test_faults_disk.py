@@ -15,6 +15,10 @@ Injected for real, into a real `edgemeter run` process:
   it does a failing SD card. (`mount -o remount,ro` is refused while the daemon holds
   its SQLite files open for writing, and chmod does not stop root.)
 Both need root (CI runs as root) and skip otherwise, saying why.
+
+The broker is paused while the fault strikes, so readings are stored in the outbox but
+not yet acknowledged: the outbox must then delete them on a disk that refuses writes.
+That is how these tests found delivery stalling behind an undeletable reading.
 """
 
 from __future__ import annotations
@@ -194,19 +198,6 @@ def stop(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
-# Found by these tests: once a reading has been delivered, Publisher removes it from
-# the outbox; when the disk refuses that DELETE, the delivery thread logs a traceback,
-# backs off (5 s .. 60 s) and sends the same reading again, for ever, while every newer
-# reading waits behind it: nothing new is published until the disk is writable again.
-# The fix (delivery goes on past acknowledged ids it could not delete) is in
-# docs/RELIABILITY.md; remove this marker when it lands.
-OUTBOX_REMOVE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="publish: an outbox DELETE refused by the disk stalls delivery (see RELIABILITY.md)",
-)
-
-
-@OUTBOX_REMOVE_BUG
 def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_again(
     tmp_path: Path, broker: Broker, tmpfs_state: Path
 ) -> None:
@@ -259,7 +250,6 @@ def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_aga
     assert exit_code == 0
 
 
-@OUTBOX_REMOVE_BUG
 def test_state_directory_remounted_read_only_is_reported_once_and_readings_flow(
     tmp_path: Path, broker: Broker, ext4_state: tuple[Path, Path]
 ) -> None:
