@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 packages=(tesseract-ocr mosquitto mosquitto-clients python3-venv)
 if [ "$DEV" = 1 ]; then
   # systemd-analyze checks the unit; the fonts let the renderer draw many counter styles.
-  packages+=(systemd shellcheck chromium fonts-dejavu-core fonts-liberation fonts-noto-core fonts-roboto fonts-dseg)
+  packages+=(systemd shellcheck chromium fonts-dejavu-core fonts-liberation fonts-noto-core fonts-roboto fonts-dseg faketime e2fsprogs)
 fi
 missing=()
 for pkg in "${packages[@]}"; do

@@ -258,7 +258,9 @@ class Rig:
         def enough(messages: list[Received]) -> bool:
             return len([r for r in _readings(messages) if _ts(r) >= since]) >= count
 
-        assert self.live.wait_until(enough, WAIT_S), f"no readings:\n{self.log_text()[-3000:]}"
+        assert enough(self.live.wait_until(enough, WAIT_S)), (
+            f"no readings:\n{self.log_text()[-3000:]}"
+        )
 
     def camera_reports(self, start: str) -> list[dict[str, object]]:
         return [r for r in self.rejected() if str(r["reason"]).startswith(start)]

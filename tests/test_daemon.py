@@ -134,7 +134,7 @@ def test_broker_outage_loses_no_accepted_reading(tmp_path: Path, broker: Broker)
     assert wait_for(subscriber._client.is_connected, 15)
     process = start_daemon(config, tmp_path / "daemon.log")
     try:
-        assert subscriber.wait_until(lambda m: len(m) >= 2, 60)
+        assert len(subscriber.wait_until(lambda m: len(m) >= 2, 60)) >= 2
         broker.kill()
         # Readings accepted during the outage wait in the outbox.
         assert wait_for(lambda: "accepted value=4006" in (tmp_path / "daemon.log").read_text(), 60)
@@ -167,11 +167,14 @@ def test_sigkill_leaves_offline_will_and_restart_resumes_from_state(
     with Subscriber(broker, f"{PREFIX}/#") as live:
         process = start_daemon(config, log)
         try:
-            assert live.wait_until(lambda m: len(values(m)) >= 4, 60)
+            assert len(values(live.wait_until(lambda m: len(values(m)) >= 4, 60))) >= 4
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-        assert live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 20)
+        last_status = payloads(
+            live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 20), "status"
+        )
+        assert last_status[-1:] == ["offline"]
     first_run = [float(line.split("value=")[1].split()[0]) for line in accepted_lines(log)]
     published = sorted(set(values(live.messages)))
     saved = StateStore(tmp_path / "state" / "state.json").load()[0]
@@ -205,14 +208,17 @@ def test_sigterm_stops_cleanly_and_publishes_offline(tmp_path: Path, broker: Bro
     with Subscriber(broker, f"{PREFIX}/#") as live:
         process = start_daemon(config, tmp_path / "daemon.log")
         try:
-            assert live.wait_until(lambda m: len(values(m)) >= 2, 60)
+            assert len(values(live.wait_until(lambda m: len(values(m)) >= 2, 60))) >= 2
             process.send_signal(signal.SIGTERM)
             status = process.wait(timeout=15)
         finally:
             if process.poll() is None:
                 process.kill()
         assert status == 0
-        assert live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 10)
+        last_status = payloads(
+            live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 10), "status"
+        )
+        assert last_status[-1:] == ["offline"]
     assert "stopping signal=SIGTERM" in (tmp_path / "daemon.log").read_text()
 
 
