@@ -80,6 +80,21 @@ def _git_commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def _uncommitted() -> str:
+    """Files of the reading path that differ from the commit (others work in this tree)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "edgemeter"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return ""
+    return ", ".join(line[3:] for line in done.stdout.splitlines())
+
+
 def _model_hash() -> str:
     model = ROOT / "edgemeter" / "models" / "drum_classifier.onnx"
     return hashlib.sha256(model.read_bytes()).hexdigest()[:12] if model.is_file() else "none"
@@ -109,7 +124,12 @@ def header(argv: Sequence[str]) -> None:
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_model()}),"
         f" Python {platform.python_version()}, load average at start {_load()}"
     )
-    say(f"- commit {_git_commit()}, classifier model sha256 {_model_hash()}")
+    dirty = _uncommitted()
+    say(
+        f"- commit {_git_commit()}"
+        + (f" with uncommitted changes to {dirty}" if dirty else "")
+        + f", classifier model sha256 {_model_hash()}"
+    )
     say(f"- confidence gate {GATE} (plausibility.min_confidence default)")
 
 
@@ -156,6 +176,7 @@ def summary_rows(name: str, outcomes: dict[str, list[Outcome]]) -> list[list[obj
                 t.pct(t.read),
                 t.pct(t.wrong),
                 t.pct(t.unread),
+                t.pct(t.late_roll),
                 t.digit_pct("read"),
                 t.digit_pct("wrong"),
             ]
@@ -170,6 +191,7 @@ SUMMARY = [
     "read %",
     "wrong %",
     "unread %",
+    "wrong: late roll %",
     "digit read %",
     "digit wrong %",
 ]
@@ -187,6 +209,7 @@ def stream_table(
         "published right %",
         "values missed",
         "wrong published",
+        "of which late roll",
         "cycles accepted %",
         "rebaselines",
     ]
@@ -214,6 +237,7 @@ def _stream_row(label: str, engine: str, score: StreamScore) -> list[object]:
         score.coverage_pct,
         score.missed,
         score.wrong,
+        score.wrong_late_roll,
         score.accepted_pct,
         score.rebaselines,
     ]

@@ -17,6 +17,7 @@ the right length is a reading (it has no confidence: always above any gate).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +30,8 @@ from edgemeter.config import PlausibilityConfig
 from edgemeter.ocr import NoReading, OcrEngine, Reading
 
 GATE = PlausibilityConfig().min_confidence
+# Of the way to the next digit, from where a drum shows mostly the next one.
+LATE_ROLL = 0.75
 SWEEP_GATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 BASELINE = "baseline"
 Verdict = Literal["read", "wrong", "unread"]
@@ -41,6 +44,26 @@ class Outcome:
     truth: str
     reading: Reading | NoReading
     neighbours: tuple[str, ...] = ()  # also right (real mid-roll: the next digit)
+    value: float | None = None  # the simulated counter's exact value
+
+
+def next_value(value: float, digits: int) -> str:
+    """The reading the counter will show once its last drum has turned."""
+    return str((math.floor(value) + 1) % 10**digits).zfill(digits)
+
+
+def late_roll(outcome: Outcome) -> bool:
+    """A wrong reading that is the next value while the last drum is nearly there.
+
+    The counter has not reached it (its value is the floor), but it shows more of the
+    next digit than of the one it is leaving: the least harmful way to be wrong, told
+    apart so that the tables show what kind of wrong remains.
+    """
+    value, reading = outcome.value, outcome.reading
+    if value is None or not isinstance(reading, Reading):
+        return False
+    ahead = reading.digits == next_value(value, len(outcome.truth))
+    return ahead and value - math.floor(value) >= LATE_ROLL
 
 
 def verdict(outcome: Outcome, gate: float) -> Verdict:
@@ -77,6 +100,7 @@ class Tally:
     read: int = 0
     wrong: int = 0
     unread: int = 0
+    late_roll: int = 0  # of the wrong ones: the next value, the drum nearly there
     digits: dict[str, int] = field(default_factory=lambda: {"read": 0, "wrong": 0, "unread": 0})
 
     @classmethod
@@ -87,6 +111,7 @@ class Tally:
             tally.read += frame == "read"
             tally.wrong += frame == "wrong"
             tally.unread += frame == "unread"
+            tally.late_roll += frame == "wrong" and late_roll(outcome)
             for digit in digit_verdicts(outcome, gate):
                 tally.digits[digit] += 1
         return tally

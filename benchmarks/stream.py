@@ -8,8 +8,10 @@ here: `ReplayDaemon` only records what `on_new_value` would publish and the even
 MQTT, the history and the web page are off (they only carry the values).
 
 A published value is wrong when it is not what the counter had reached in the cycle
-it was published from. Coverage is the share of the distinct values the counter
-showed during the stream that were published at some point.
+it was published from; the wrong ones that are the next value, published while the
+last drum was at least `scoring.LATE_ROLL` of the way there, are also counted apart
+(late roll). Coverage is the share of the distinct values the counter showed during
+the stream that were published (right) at some point.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.hardset import Stream
-from benchmarks.scoring import BASELINE, Outcome, Recorder, baseline_read
+from benchmarks.scoring import BASELINE, Outcome, Recorder, baseline_read, late_roll
 from edgemeter.config import Config, parse_config
 from edgemeter.daemon import Cycle, Daemon
 from edgemeter.notify import Notifier
-from edgemeter.ocr import OcrEngine
+from edgemeter.ocr import OcrEngine, Reading
 from edgemeter.source import Frame, open_source
 from edgemeter.state import StateStore
 from edgemeter.window import DigitWindow, crop
@@ -65,6 +67,25 @@ def replay_config(stream: Stream, engine: str, state_dir: Path) -> Config:
     return parse_config(data, "benchmark")
 
 
+@dataclass(frozen=True)
+class Published:
+    """A value the daemon published, and what the counter showed in that cycle."""
+
+    installation: str
+    sent: int
+    truth: str
+    value: float  # the counter's exact value
+
+    @property
+    def right(self) -> bool:
+        return self.sent == int(self.truth)
+
+    @property
+    def late_roll(self) -> bool:
+        reading = Reading(f"{self.sent:0{len(self.truth)}d}", (), ())
+        return late_roll(Outcome(self.truth, reading, value=self.value))
+
+
 @dataclass
 class StreamScore:
     """What the daemon published over streams, against what the counter showed."""
@@ -72,7 +93,7 @@ class StreamScore:
     cycles: int = 0
     accepted: int = 0
     shown: set[tuple[str, int]] = field(default_factory=set)  # (installation, value)
-    published: list[tuple[str, int, int]] = field(default_factory=list)  # (inst., sent, truth)
+    published: list[Published] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
     @property
@@ -80,19 +101,25 @@ class StreamScore:
         """Escapes from a stuck value: after a wrong value, or a misread run."""
         return sum(event.startswith("rebaselined") for event in self.events)
 
+    def _right(self) -> set[tuple[str, int]]:
+        return {(p.installation, p.sent) for p in self.published if p.right}
+
     @property
     def missed(self) -> int:
-        right = {(name, sent) for name, sent, truth in self.published if sent == truth}
-        return len(self.shown - right)
+        return len(self.shown - self._right())
 
     @property
     def wrong(self) -> int:
-        return sum(sent != truth for _, sent, truth in self.published)
+        return sum(not p.right for p in self.published)
+
+    @property
+    def wrong_late_roll(self) -> int:
+        return sum(not p.right and p.late_roll for p in self.published)
 
     @property
     def coverage_pct(self) -> float:
-        right = {(name, sent) for name, sent, truth in self.published if sent == truth}
-        return 100.0 * len(right & self.shown) / len(self.shown) if self.shown else 0.0
+        right = self._right() & self.shown
+        return 100.0 * len(right) / len(self.shown) if self.shown else 0.0
 
     @property
     def accepted_pct(self) -> float:
@@ -135,7 +162,6 @@ def replay(stream: Stream, engines: dict[str, OcrEngine], baseline: bool) -> Str
                 Frame(shot.image, shot.ts, "benchmark", truth=shot.truth)
                 for shot in cycle_shots.shots
             ]
-            truth = int(cycle_shots.truth)
             for name, (daemon, recorder) in runs.items():
                 before = len(daemon.published)
                 cycle = daemon.cycle(frames)
@@ -144,16 +170,24 @@ def replay(stream: Stream, engines: dict[str, OcrEngine], baseline: bool) -> Str
                 if len(reads) != len(frames):
                     raise RuntimeError(f"{stream.label}: the window does not fit the frame")
                 outcomes[name] += [
-                    Outcome(f.truth or "", r) for f, r in zip(frames, reads, strict=True)
+                    Outcome(f.truth or "", r, value=cycle_shots.value)
+                    for f, r in zip(frames, reads, strict=True)
                 ]
                 score = scores[name]
                 score.cycles += 1
                 score.accepted += cycle.verdict.accepted
-                score.shown.add((stream.label, truth))
-                score.published += [(stream.label, v, truth) for v in daemon.published[before:]]
+                score.shown.add((stream.label, int(cycle_shots.truth)))
+                score.published += [
+                    Published(stream.label, sent, cycle_shots.truth, cycle_shots.value)
+                    for sent in daemon.published[before:]
+                ]
             if baseline:
                 outcomes[BASELINE] += [
-                    Outcome(f.truth or "", baseline_read(crop(f.image, window), digits))
+                    Outcome(
+                        f.truth or "",
+                        baseline_read(crop(f.image, window), digits),
+                        value=cycle_shots.value,
+                    )
                     for f in frames
                 ]
         for name, (daemon, _) in runs.items():

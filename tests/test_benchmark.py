@@ -20,7 +20,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import hardset, realset  # noqa: E402
-from benchmarks.scoring import Outcome, Tally, digit_verdicts, verdict  # noqa: E402
+from benchmarks.scoring import (  # noqa: E402
+    Outcome,
+    Tally,
+    digit_verdicts,
+    late_roll,
+    verdict,
+)
 from edgemeter import simulate  # noqa: E402
 from edgemeter.ocr import NoReading, Reading  # noqa: E402
 
@@ -63,6 +69,17 @@ def test_a_real_mid_roll_digit_is_right_as_either_neighbour() -> None:
         ]
     )
     assert (tally.read, tally.wrong, tally.unread, tally.n) == (1, 1, 1, 3)
+
+
+def test_the_next_value_with_the_drum_nearly_there_is_wrong_but_told_apart() -> None:
+    nearly = Outcome("019", reading("020", 0.9, 0.9, 0.9), value=19.8)
+    assert verdict(nearly, 0.6) == "wrong"
+    assert late_roll(nearly)
+    assert not late_roll(Outcome("019", reading("020", 0.9, 0.9, 0.9), value=19.5))
+    assert not late_roll(Outcome("019", reading("021", 0.9, 0.9, 0.9), value=19.8))
+    assert late_roll(Outcome("999", reading("000", 0.9, 0.9, 0.9), value=999.9))  # the wrap
+    tally = Tally.of([nearly, Outcome("019", reading("018", 0.9, 0.9, 0.9), value=19.8)])
+    assert (tally.wrong, tally.late_roll) == (2, 1)
 
 
 def test_the_hard_set_uses_only_held_out_typefaces_and_its_twins_only_tuning_ones() -> None:
