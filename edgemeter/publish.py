@@ -379,11 +379,11 @@ class Publisher:
                 # they wait in memory (lost only if the daemon stops before delivery).
                 if str(err) != self._store_error:
                     log.error(
-                        "outbox cannot store readings path=%s error=%s held_in_memory=%d"
-                        " (free space on the state directory's disk)",
+                        "outbox cannot store readings path=%s error=%s held_in_memory=%d (%s)",
                         self._outbox.path,
                         err,
                         len(self._unstored),
+                        storage_hint(err),
                     )
                 self._store_error = str(err)
                 return
@@ -614,10 +614,10 @@ class Publisher:
             if str(err) != self._remove_error:
                 log.error(
                     "outbox cannot remove delivered readings path=%s error=%s (delivery goes"
-                    " on; after a restart they are sent once more; free space on the state"
-                    " directory's disk)",
+                    " on; after a restart they are sent once more; %s)",
                     self._outbox.path,
                     err,
+                    storage_hint(err),
                 )
             self._remove_error = str(err)
             return
@@ -672,6 +672,19 @@ class Publisher:
             with self._cond:
                 if self._stopping:
                     return False
+
+
+def storage_hint(err: sqlite3.Error) -> str:
+    """What to do about an outbox write the state directory's disk refused."""
+    text = str(err).lower()
+    if "full" in text:
+        return "free space on the state directory's disk"
+    if "readonly" in text or "read-only" in text:
+        return (
+            "the state directory is read-only: an SD card with errors is remounted"
+            " read-only, check dmesg and mount"
+        )
+    return "the state directory's disk failed a write: check dmesg and the SD card"
 
 
 def _reading_key(payload: str) -> tuple[object, object] | None:

@@ -27,6 +27,7 @@ from edgemeter.publish import (
     discovery_payload,
     read_password,
     reading_payload,
+    storage_hint,
 )
 
 METER = MeterConfig(id="car", unit="km", decimals=1, name="Car odometer")
@@ -413,6 +414,18 @@ def test_delivery_goes_on_when_the_disk_refuses_to_remove_delivered_readings(
     assert sum("outbox cannot remove delivered readings" in m for m in messages) == 1
     assert any("outbox removes delivered readings again" in m for m in messages)
     assert not any("delivery failed" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        ("database or disk is full", "free space"),
+        ("attempt to write a readonly database", "read-only, check dmesg"),
+        ("disk I/O error", "failed a write: check dmesg"),
+    ],
+)
+def test_storage_hint_fits_the_disk_error(error: str, hint: str) -> None:
+    assert hint in storage_hint(sqlite3.OperationalError(error))
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
