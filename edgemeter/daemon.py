@@ -185,7 +185,10 @@ class Daemon:
         log.info("accepted value=%s raw=%s confidence=%.2f", value, raw, confidence)
         if self.publisher is not None:
             payload = reading_payload(value, raw, self.config.meter.unit, ts, confidence)
-            self.publisher.publish_reading(payload)
+            if not self.publisher.publish_reading(payload):
+                # Re-read after a crash cut the state save short: already queued and
+                # recorded with its first time.
+                return
         self.guard("history", lambda h: h.record_accepted(ts, value, raw, confidence))
 
     def on_rejected(self, cycle: Cycle, reason: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 # Larger images are refused before decoding: a 100-megapixel "photo" is an attack or a
 # mistake, and decoding it would take a Pi's memory.
 MAX_IMAGE_PIXELS = 50_000_000
+# The largest file worth reading: an uncompressed 8-bit BGR image at the pixel limit,
+# plus headers. Anything bigger is not a frame, and is never read into memory whole.
+MAX_IMAGE_BYTES = 3 * MAX_IMAGE_PIXELS + (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -83,22 +87,21 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file to BGR; raise ImageError naming the problem."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as err:
-        raise ImageError(f"file not found: {path}") from err
-    except IsADirectoryError as err:
-        raise ImageError(f"is a directory, not an image: {path}") from err
-    except OSError as err:
-        raise ImageError(f"cannot read {path}: {err.strerror or err}") from err
-    if not data:
-        raise ImageError(f"empty file (0 bytes): {path}")
+    data = _read_image_file(path)
     buffer = np.frombuffer(data, dtype=np.uint8)
     # OPENCV_IO_MAX_IMAGE_PIXELS (set in edgemeter/__init__) makes the decoder refuse a
-    # small file that claims gigapixels before it allocates them.
+    # small file that claims gigapixels before it allocates them. IMREAD_COLOR decodes
+    # straight to 8-bit BGR: a 16-bit RGBA file at the pixel limit would otherwise take
+    # gigabytes on its way there. Orientation tags are ignored: the window is set in
+    # the frame as the camera delivers it.
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as err:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(err):
+            raise ImageError(
+                f"image too large: it claims more than {MAX_IMAGE_PIXELS} pixels (a camera"
+                f" frame has a few million): {path}"
+            ) from err
         raise ImageError(
             f"not a usable image ({str(err).strip().splitlines()[-1]}): {path}"
         ) from err
@@ -110,6 +113,33 @@ def load_image(path: str | Path) -> np.ndarray:
             f" {MAX_IMAGE_PIXELS} pixels: {path}"
         )
     return as_bgr(image)
+
+
+def _read_image_file(path: Path) -> bytes:
+    """The bytes of a regular image file of plausible size; ImageError otherwise."""
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(f"is a directory, not an image: {path}")
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO would block the read for ever, /dev/zero would fill the memory.
+            raise ImageError(f"not a regular file (a device, pipe or socket): {path}")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ImageError(
+                f"file too large ({info.st_size} bytes; an image of at most"
+                f" {MAX_IMAGE_PIXELS} pixels fits in {MAX_IMAGE_BYTES}): {path}"
+            )
+        with path.open("rb") as handle:
+            data = handle.read(MAX_IMAGE_BYTES + 1)
+    except FileNotFoundError as err:
+        raise ImageError(f"file not found: {path}") from err
+    except OSError as err:
+        raise ImageError(f"cannot read {path}: {err.strerror or err}") from err
+    if not data:
+        raise ImageError(f"empty file (0 bytes): {path}")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"file too large (grew past {MAX_IMAGE_BYTES} bytes): {path}")
+    return data
 
 
 class FilesSource:
