@@ -137,7 +137,9 @@ trap cleanup EXIT
 for tool in systemd-nspawn debootstrap; do
   if ! command -v "$tool" >/dev/null; then
     say "installing systemd-container and debootstrap on this machine"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd-container debootstrap >/dev/null
+    # Without recommends: libnss-mymachines would add itself to this machine's
+    # /etc/nsswitch.conf, for a machined that does not run here.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd-container debootstrap >/dev/null
     break
   fi
 done
