@@ -429,7 +429,8 @@ check_config() {
     CONFIG_OK=0
     warn "$CONFIG does not pass check-config yet:"
     printf '%s\n' "$output" >&2
-    if [ -z "$PREFIX" ]; then
+    # Only when the service's user cannot read it: for a wrong value this would mislead.
+    if [ -z "$PREFIX" ] && ! runuser -u "$SERVICE_USER" -- test -r "$CONFIG"; then
       say "(checked as user $SERVICE_USER, as the service reads it; it needs" \
         "root:$SERVICE_USER 0640: sudo chown root:$SERVICE_USER $CONFIG && sudo chmod 0640 $CONFIG)"
     fi
@@ -485,8 +486,11 @@ install_unit() {
   if [ -z "$PREFIX" ] && systemctl is-active --quiet "$UNIT_NAME"; then was_active=1; fi
   run_system systemctl daemon-reload
   run_system systemctl enable "$UNIT_NAME"
-  if [ "$CONFIG_OK" = 0 ]; then
-    # Starting would only end in exit status 2 (configuration error).
+  if [ "$CONFIG_OK" = 0 ] && [ "$was_active" = 1 ]; then
+    # Restarting would only end in exit status 2 (configuration error) and no meter.
+    say "not restarted: edgemeter keeps running the previous version and configuration;" \
+      "fix $CONFIG, then: sudo systemctl restart edgemeter"
+  elif [ "$CONFIG_OK" = 0 ]; then
     say "enabled but not started: fix $CONFIG, then: sudo systemctl start edgemeter"
   elif [ "$was_active" = 1 ]; then
     # It was running the previous version: load the new one.
