@@ -366,4 +366,4 @@ expect "the state is kept (state.json with the last value)" \
 
 say "done in $((SECONDS - START)) s; logs in $WORKDIR"
 printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
-[ "$FAILED" = 0 ]
+if [ "$FAILED" != 0 ]; then exit 1; fi
