@@ -119,7 +119,8 @@ def header(argv: Sequence[str]) -> None:
     say("# edgemeter benchmark")
     say()
     say(f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
-    say(f"- command: `python -m benchmarks {' '.join(argv)}`".replace("  ", " "))
+    command = " ".join(["python -m benchmarks", *argv])
+    say(f"- command: `{command}`")
     say(
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({_cpu_model()}),"
         f" Python {platform.python_version()}, load average at start {_load()}"
