@@ -17,11 +17,12 @@ bezel). From that distribution:
 * the confidence: the mass that supports the winning digit, mapped through the
   calibration stored with the model, so that a digit at or above 0.6 is wrong well
   under 0.5 % of the time on held-out data. The support reaches one tenth below the
-  digit's own tenths (d - 0.2): a drum at d - 0.1 looks all but the same as one at
-  d - 0.2, so the network spreads its mass over both, and a drum at d - 0.2 is either
-  neighbour's (the real labels call it mid-roll). Without that tenth, a third of the
-  drums settled at d - 0.1 were withheld though read right. A drum between two
-  readings splits its mass and is not trusted.
+  digit's own tenths (d - 0.2), up to a share (`Calibration.below`) of the mass on
+  d - 0.1: a drum at d - 0.1 looks all but the same as one at d - 0.2, so the network
+  spills mass onto it, and without it a third of the photographed drums settled at
+  d - 0.1 were withheld though read right. But a drum at d - 0.15 has not reached d
+  and splits its mass evenly: the cap keeps that from counting as d. A drum between
+  two readings splits its mass and is not trusted.
 
 The higher drums are read knowing the lower ones (Geneva carry): a drum turns only
 while every drum below it stands at 9 going to 0, and then by as much as the last one
@@ -69,8 +70,6 @@ NOT_A_DIGIT = CLASSES
 OUTPUTS = CLASSES + 1
 # Reached digit d owns the tenths d - 0.1 .. d + 0.8 (offset of its first tenth).
 REACHED_FROM = -1
-# The tenths that support d in its confidence start one lower (see the docstring).
-SUPPORT_FROM = -2
 # A drum within a tenth of a digit is settled on it.
 SETTLED_TENTHS = 1
 # A higher drum stands this many tenths off where the carry puts it, at most: slack in
@@ -239,10 +238,18 @@ def reached_mass(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray(rolled.reshape(10, 10).sum(axis=1), dtype=np.float64)
 
 
-def support(probs: npt.NDArray[np.float64], digit: int) -> float:
-    """The mass behind a reached digit: its own tenths and the one below them."""
-    tenths = (10 * digit + np.arange(SUPPORT_FROM, REACHED_FROM + 10)) % CLASSES
-    return float(np.asarray(probs[:CLASSES], dtype=np.float64)[tenths].sum())
+def support(probs: npt.NDArray[np.float64], digit: int, below: float = 1.0) -> float:
+    """The mass behind a reached digit: its own tenths, and the mass on the tenth under
+    them up to `below` times the mass on its first own tenth (d - 0.1).
+
+    A drum at d - 0.1 spills onto d - 0.2 less than it keeps; one half-way between the
+    two (d - 0.15, which has not reached d) splits evenly, and must not count as d.
+    """
+    tenths = np.asarray(probs[:CLASSES], dtype=np.float64)
+    first = 10 * digit + REACHED_FROM
+    own = tenths[(first + np.arange(10)) % CLASSES].sum()
+    under = min(float(tenths[(first - 1) % CLASSES]), below * float(tenths[first % CLASSES]))
+    return float(own + under)
 
 
 def _circular_mean(probs: npt.NDArray[np.float64], centre: int, reach: int) -> float:
@@ -269,6 +276,7 @@ class Calibration:
 
     raw: tuple[float, ...]
     confidence: tuple[float, ...]
+    below: float = 1.0  # how much of d - 0.2 counts for d: see `support`
 
     def __call__(self, mass: float) -> float:
         return float(np.interp(mass, self.raw, self.confidence))
@@ -288,7 +296,7 @@ def decode(probs: npt.NDArray[np.float64], calibration: Calibration) -> DrumPosi
         position=round(position_of(probs), 3),
         digit=digit,
         rolling=settled < 0.5,
-        confidence=round(calibration(support(probs, digit)), 3),
+        confidence=round(calibration(support(probs, digit, calibration.below)), 3),
     )
 
 
@@ -375,6 +383,7 @@ def _load_info(path: Path) -> ModelInfo:
                 )
         raw = tuple(float(x) for x in meta["calibration"]["raw"])
         conf = tuple(float(x) for x in meta["calibration"]["confidence"])
+        below = float(meta["calibration"].get("below", 1.0))
         temperature = float(meta["temperature"])
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"classifier model metadata {path} is incomplete: {err!r}") from err
@@ -382,7 +391,9 @@ def _load_info(path: Path) -> ModelInfo:
         raise ModelError(f"classifier model metadata {path}: calibration knots are invalid")
     if not temperature > 0:
         raise ModelError(f"classifier model metadata {path}: temperature must be > 0")
-    return ModelInfo(temperature, Calibration(raw, conf))
+    if not below >= 0.0:
+        raise ModelError(f"classifier model metadata {path}: calibration.below must be >= 0")
+    return ModelInfo(temperature, Calibration(raw, conf, below))
 
 
 class ClassifierEngine:

@@ -114,6 +114,17 @@ def test_metadata_for_another_input_size_is_refused(tmp_path: Path) -> None:
         ClassifierEngine(model)
 
 
+def test_metadata_with_a_negative_support_share_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "drum_classifier.onnx"
+    shutil.copy(classify.DEFAULT_MODEL, model)
+    meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
+    meta["calibration"]["below"] = -0.5
+    model.with_suffix(".json").write_text(json.dumps(meta))
+
+    with pytest.raises(ModelError, match="below"):
+        ClassifierEngine(model)
+
+
 # --------------------------------------------------------------------------- one cell
 
 
@@ -324,6 +335,19 @@ def test_support_reaches_only_one_tenth_below_a_digit() -> None:
     drum = classify.decode(_mixed((2.7, 0.5), (2.9, 0.5)), IDENTITY)
 
     assert drum.confidence <= 0.5 + 1e-3
+
+
+def test_an_even_split_between_x8_and_x9_is_not_confidently_the_next_digit() -> None:
+    # Half-way between 2.8 and 2.9 the drum has not reached 3: with the tenth below
+    # counted only up to half the mass on 2.9, the split leaves 3 short of sure.
+    calibration = classify.Calibration((0.0, 1.0), (0.0, 1.0), below=0.5)
+
+    split = classify.decode(_mixed((2.8, 0.45), (2.9, 0.55)), calibration)
+    spill = classify.decode(_mixed((2.8, 0.25), (2.9, 0.75)), calibration)
+
+    assert split.confidence < 0.85
+    assert spill.digit == 3
+    assert spill.confidence > 0.99
 
 
 def test_the_support_of_the_digit_reached_at_x8_is_its_own() -> None:
