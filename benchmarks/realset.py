@@ -74,10 +74,12 @@ def images(digits: list[RealDigit], data: Path = DATA) -> Iterator[tuple[RealDig
 Reader = Callable[[np.ndarray, int], Reading | NoReading]
 
 
-def score(digits: list[RealDigit], readers: dict[str, Reader]) -> dict[str, list[Outcome]]:
+def score(
+    digits: list[RealDigit], readers: dict[str, Reader], data: Path = DATA
+) -> dict[str, list[Outcome]]:
     """Every reader on every image (each image loaded once)."""
     out: dict[str, list[Outcome]] = {name: [] for name in readers}
-    for digit, image in images(digits):
+    for digit, image in images(digits, data):
         for name, reader in readers.items():
             out[name].append(Outcome(digit.truth, reader(image, 1), digit.neighbours))
     return out

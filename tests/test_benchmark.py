@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import hardset, realset  # noqa: E402
+from benchmarks.accuracy import parse_args  # noqa: E402
 from benchmarks.scoring import (  # noqa: E402
     Outcome,
     Tally,
@@ -93,6 +94,21 @@ def test_the_hard_set_uses_only_held_out_typefaces_and_its_twins_only_tuning_one
 
 
 # --------------------------------------------------------------------------- the command
+
+
+def test_without_the_real_data_the_default_run_skips_it_and_says_so(tmp_path: Path) -> None:
+    args = parse_args(["--real-data", str(tmp_path)])
+    assert "real" not in args.sections and "hard" in args.sections
+    assert args.skipped is not None and str(tmp_path) in args.skipped
+
+
+def test_asking_for_the_real_set_without_its_data_is_an_error_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--sections", "real", "--real-data", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--real-data" in capsys.readouterr().err
 
 
 def tables(text: str) -> dict[str, Table]:
