@@ -40,6 +40,7 @@ from edgemeter.source import (
     FrameSource,
     SourceEnded,
     SourceError,
+    SourceMissing,
     open_source,
 )
 from edgemeter.state import StateError, StateStore
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_CONFIG = 2  # systemd's RestartPreventExitStatus: restarting cannot help
 EXIT_ENGINE = 3
 
 # How long a clean stop may spend delivering what is owed to the broker.
@@ -262,6 +264,8 @@ class Daemon:
         while not self.stop_event.is_set():
             try:
                 self.source.open()
+            except SourceMissing:
+                raise
             except SourceError as err:
                 log.error("camera %s; retrying in %.0f s", err, delay)
                 self.stop_event.wait(delay)
@@ -345,7 +349,15 @@ class Daemon:
         self.load_state()
         if self.publisher is not None:
             self.publisher.start()
-        if not self.open_source():
+        try:
+            opened = self.open_source()
+        except SourceMissing as err:
+            # Retrying would only keep systemd waiting for READY until its start limit;
+            # exiting as a configuration error fails the unit at once with this line.
+            log.error("camera %s", err)
+            self.shutdown(replay_ended=False)
+            return EXIT_CONFIG
+        if not opened:
             self.shutdown(replay_ended=False)
             return EXIT_OK
         self.notifier.ready(f"reading from {self.config.camera.source}")

@@ -52,6 +52,10 @@ class SourceError(Exception):
     """A frame could not be had now; the source may recover."""
 
 
+class SourceMissing(SourceError):
+    """The software the configured source needs is not installed: no retry can help."""
+
+
 class SourceEnded(Exception):
     """The source has no more frames (end of a file replay)."""
 
@@ -277,7 +281,7 @@ class Picamera2Source:
         try:
             from picamera2 import Picamera2  # noqa: PLC0415  (needs libcamera: Pi only)
         except ImportError as err:
-            raise SourceError(
+            raise SourceMissing(
                 "camera.source is picamera2 but picamera2 cannot be imported"
                 f" ({err}): on Raspberry Pi OS run `apt-get install python3-picamera2` and make"
                 " the venv with --system-site-packages; elsewhere use camera.source: opencv"

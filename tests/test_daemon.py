@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from broker import Broker, Received, Subscriber, collect, wait_for
 from replay import run_daemon, start_daemon, write_config, write_frames
 
@@ -345,3 +346,22 @@ def test_unwritable_state_directory_is_reported_and_readings_still_flow(
     save_errors = [line for line in text.splitlines() if "cannot be created or used" in line]
     assert len(save_errors) == 1  # said once, not every cycle
     assert str(blocker) in save_errors[0]
+
+
+def test_missing_picamera2_fails_at_once_as_a_configuration_error(tmp_path: Path) -> None:
+    # On a machine without picamera2 (every machine but a Pi): retrying cannot install
+    # it, so the daemon exits 2 (systemd does not restart) instead of waiting for READY.
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        pass
+    else:  # pragma: no cover - only on a Pi
+        pytest.skip("picamera2 is installed here: this test is for machines without it")
+    config = write_config(tmp_path, camera={"source": "picamera2", "path": None})
+    log = tmp_path / "daemon.log"
+    assert run_daemon(config, log, timeout_s=60) == 2
+    text = log.read_text()
+    assert "picamera2 cannot be imported" in text
+    assert "apt-get install python3-picamera2" in text
+    assert "; retrying in" not in text  # the camera retry line
+    assert "Traceback" not in text
