@@ -234,9 +234,9 @@ for command in "${README_COMMANDS[@]}"; do
       say "  took $((SECONDS - started)) s: $(tail -n 1 "$WORKDIR/install-1.log" | cut -c1-120)"
       expect "install.sh succeeds (exit $status)" test "$status" = 0
       expect "the unit is enabled" test "$(in_root systemctl is-enabled edgemeter)" = enabled
-      # The Pi example wants picamera2, which plain Debian lacks: no READY=1, and
-      # the install says so instead of hanging on `systemctl start`.
-      expect "without a camera the unit is not active (it waits for the camera)" \
+      # The Pi example wants picamera2, which plain Debian lacks: the daemon exits 2
+      # at once, and the install says why instead of hanging on `systemctl start`.
+      expect "without picamera2 the unit is not active" \
         test "$(in_root systemctl is-active edgemeter)" != active
       expect "the install shows why: picamera2 cannot be imported" \
         grep -q "picamera2 cannot be imported" "$WORKDIR/install-1.log"
