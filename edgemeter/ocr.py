@@ -545,15 +545,23 @@ class _Found:
     bottom: float
 
 
-def _found_rows(grey: Image, digits: int, count: int) -> list[_Found] | NoReading:
-    """The `count` most convincing rows of whole digits in the window that could be
-    the counter's; NoReading (why the best one cannot) if none."""
+def _candidates(grey: Image, digits: int) -> list[_Candidate] | NoReading:
+    """`_best_rows` of the window, or why there are none."""
     spread = contrast(grey)
     if spread < MIN_CONTRAST:
         return NoReading("window is blank (no contrast)")
     cands = _best_rows(grey, digits, spread)
     if not cands:
         return NoReading("no row of digits found")
+    return cands
+
+
+def _found_rows(grey: Image, digits: int, count: int) -> list[_Found] | NoReading:
+    """The `count` most convincing rows of whole digits in the window that could be
+    the counter's; NoReading (why the best one cannot) if none."""
+    cands = _candidates(grey, digits)
+    if isinstance(cands, NoReading):
+        return cands
     out: list[_Found] = []
     first: NoReading | None = None
     for cand in cands:
@@ -619,12 +627,9 @@ def _placed(found: _Found, digits: int, left: int, opposite: frozenset[int]) -> 
 
 def _find_row(grey: Image, digits: int) -> _Row | NoReading:
     """The row of `digits` drums in the window, whatever its margins hold."""
-    spread = contrast(grey)
-    if spread < MIN_CONTRAST:
-        return NoReading("window is blank (no contrast)")
-    cands = _best_rows(grey, digits, spread)
-    if not cands:
-        return NoReading("no row of digits found")
+    cands = _candidates(grey, digits)
+    if isinstance(cands, NoReading):
+        return cands
     found = _row_of(cands[0], digits)
     if isinstance(found, NoReading):
         return found
