@@ -439,7 +439,11 @@ check_config() {
 
 # The service's last log lines, for a start that did not go well.
 show_service_log() {
-  journalctl --unit "$UNIT_NAME" --lines 5 --no-pager --output cat >&2 || true
+  local lines
+  lines="$(journalctl --unit "$UNIT_NAME" --lines 40 --no-pager --output cat 2>/dev/null || true)"
+  # The daemon's ERROR lines name the problem and its fix; the shutdown lines after
+  # them do not, so the errors come first, then how it ended.
+  { grep -E '^(ERROR|CRITICAL) ' <<<"$lines" | tail -n 3 || true; tail -n 3 <<<"$lines"; } >&2
   say "the whole log: sudo journalctl -u edgemeter -f"
 }
 
