@@ -322,7 +322,7 @@ def vote(readings: Sequence[Reading | NoReading]) -> Reading | NoReading:
     if len(groups) == 1:
         (group,) = groups.values()
         if 2 * len(group) > len(readings):
-            return _merge(group)
+            return _merge(group, len(readings))
     if not groups:
         return NoReading("burst unread: " + ", ".join(f"{r} x{n}" for r, n in unread.items()))
     # sorted() is stable: ties keep the order the frames came in.
@@ -500,16 +500,23 @@ def _form_problem(reading: Reading, rules: Rules) -> str | None:
     return None
 
 
-def _merge(group: Sequence[Reading]) -> Reading:
-    """One reading from frames that agree on the digits."""
+def _merge(group: Sequence[Reading], burst: int) -> Reading:
+    """One reading from frames that agree on the digits (a strict majority of `burst`).
+
+    Each digit gets the confidence that a strict majority of the burst reaches, not the
+    best frame's: one lucky frame must not carry a digit that the others barely saw (a
+    drum most of the way to the next digit reads as that digit now and then).
+    """
     first = group[0]
     size = len(first.digits)
     if any(len(r.confidences) != size or len(r.rolling) != size for r in group):
         return first  # malformed: the judge rejects it with a reason
+    majority = burst // 2 + 1
     return Reading(
         digits=first.digits,
         confidences=tuple(
-            max(_finite_or_zero(r.confidences[i]) for r in group) for i in range(size)
+            sorted((_finite_or_zero(r.confidences[i]) for r in group), reverse=True)[majority - 1]
+            for i in range(size)
         ),
         rolling=tuple(any(r.rolling[i] for r in group) for i in range(size)),
     )

@@ -597,7 +597,22 @@ def test_vote_merges_confidences_and_rolling_of_the_agreeing_frames() -> None:
 
     result = vote([a, NoReading("glare"), b])
 
-    assert result == Reading("012345", (0.9, 0.9, 0.9, 0.9, 0.9, 0.6), (False,) * 5 + (True,))
+    # Two of three frames make the majority: each digit gets the lower of their two.
+    assert result == Reading("012345", (0.8, 0.7, 0.9, 0.9, 0.9, 0.5), (False,) * 5 + (True,))
+
+
+def test_vote_gives_each_digit_the_confidence_a_majority_of_the_burst_reaches() -> None:
+    # One frame sure of the last digit, two unsure: the burst is unsure (it was a drum
+    # 0.8 of the way to the next digit, read as that digit by one lucky frame).
+    frames = [Reading("015560", (0.9,) * 5 + (conf,), (False,) * 6) for conf in (0.52, 0.92, 0.39)]
+
+    result = vote(frames)
+
+    assert isinstance(result, Reading)
+    assert result.confidences[-1] == 0.52
+    verdict = judge(Memory(), result, T0, make_rules())
+    assert not verdict.accepted
+    assert verdict.reason is not None and "low confidence" in verdict.reason
 
 
 def test_vote_abstains_when_one_frame_read_something_else() -> None:
