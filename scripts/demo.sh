@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # See edgemeter work on a fresh machine with no camera: the simulated odometer is read
-# with Tesseract and published to a Mosquitto broker on 127.0.0.1:1883; the readings
+# by the drum classifier and published to a Mosquitto broker on 127.0.0.1:1883; the readings
 # scroll by as MQTT messages. Ctrl-C stops it. DEMO_SECONDS=N stops it after N seconds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
