@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edgemeter.ocr import Cells, NoReading, Reading, Row, row_hypotheses, to_grey
+from edgemeter.ocr import Cell, Cells, Glyph, NoReading, Reading, Row, row_hypotheses, to_grey
 
 Image = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
@@ -452,28 +452,39 @@ class ClassifierEngine:
         return decode(probs[0], self.info.calibration)
 
     def read(self, window: npt.NDArray[Any], digits: int) -> Reading | NoReading:
+        return self.read_seen(window, digits)[0]
+
+    def read_seen(
+        self, window: npt.NDArray[Any], digits: int
+    ) -> tuple[Reading | NoReading, Cells | None]:
+        """The reading, and the drums as the network saw them (for `snapshot`): each
+        cell's corners are the cut in window pixels, its glyph the network's input."""
         try:
             grey = to_grey(window)
         except ValueError as err:
-            return NoReading(str(err))
+            return NoReading(str(err)), None
         if digits == 1:
             # A one-drum window is the drum's crop itself.
             if _spread(grey) < MIN_CONTRAST:
-                return NoReading("window is blank (no contrast)")
+                return NoReading("window is blank (no contrast)"), None
             probs = self.probabilities(normalise(grey)[None, None])
-            return assemble(probs, self.info.calibration)
+            h, w = grey.shape
+            corners = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
+            return assemble(probs, self.info.calibration), _seen([corners], [grey], h, 0.0)
         rows = row_hypotheses(grey, digits)
         if isinstance(rows, NoReading):
-            return rows
+            return rows, None
         if len(rows[0].found) == digits and len(rows) > 1:
             # Every drum found whole on one grid: that is the counter, unless its
             # drums do not read as digits. The network's time goes to the rest only then.
             first = self._choose(grey, rows[:1], digits)
-            if isinstance(first, Reading) and first.confidence >= SURE:
+            if isinstance(first[0], Reading) and first[0].confidence >= SURE:
                 return first
         return self._choose(grey, rows, digits)
 
-    def _choose(self, grey: Image, rows: list[Row], digits: int) -> Reading | NoReading:
+    def _choose(
+        self, grey: Image, rows: list[Row], digits: int
+    ) -> tuple[Reading | NoReading, Cells | None]:
         """Read every placement of the row and keep the one whose drums read best.
 
         A placement that puts a drum on the bezel or the meter's face gives that cell
@@ -483,6 +494,7 @@ class ClassifierEngine:
         """
         cuts: dict[tuple[int, int], int] = {}
         crops: list[Image] = []
+        places: list[CellGeometry] = []
         layout: list[list[int]] = []
         for row in rows:
             index = []
@@ -491,26 +503,65 @@ class ClassifierEngine:
                 if key not in cuts:
                     cuts[key] = len(crops)
                     crops.append(cut(grey, where))
+                    places.append(where)
                 index.append(cuts[key])
             layout.append(index)
         blank = [_spread(c) < MIN_CONTRAST for c in crops]
         probs = self.probabilities(np.stack([normalise(c) for c in crops])[:, None])
-        readings: list[Reading] = []
+        readings: list[tuple[Reading, list[int]]] = []
         for index in layout:
             if not any(blank[i] for i in index):
-                readings.append(assemble(probs[index], self.info.calibration))
+                readings.append((assemble(probs[index], self.info.calibration), index))
         if not readings:
-            return NoReading(f"a cell of the {digits} is blank (no contrast)")
-        readings.sort(key=lambda r: -r.confidence)
-        best = readings[0]
-        rivals = [r for r in readings[1:] if r.digits != best.digits]
+            return NoReading(f"a cell of the {digits} is blank (no contrast)"), None
+        readings.sort(key=lambda pair: -pair[0].confidence)
+        best, index = readings[0]
+        seen = _seen(
+            [corners_of(places[i]) for i in index],
+            [crops[i] for i in index],
+            rows[0].digit_height,
+            rows[0].angle,
+        )
+        rivals = [r for r, _ in readings[1:] if r.digits != best.digits]
         if rivals and rivals[0].confidence >= RIVAL:
             found = len(rows[0].found)
             return NoReading(
                 f"found {found} digit cells, expected {digits} "
                 "(cannot tell at which end the missing one is)"
-            )
-        return best
+            ), seen
+        return best, seen
+
+
+def corners_of(where: CellGeometry) -> tuple[tuple[float, float], ...]:
+    """The corners (TL, TR, BR, BL) of the cut `cut` takes at `where`, in window pixels."""
+    out_h = max(4, round(CROP_H * where.digit_height))
+    out_w = max(3, round(CROP_W * where.digit_height))
+    matrix = cv2.getRotationMatrix2D(where.centre, -where.angle, 1.0)
+    matrix[0, 2] += out_w / 2 - where.centre[0]
+    matrix[1, 2] += out_h / 2 - where.centre[1]
+    back = cv2.invertAffineTransform(matrix)
+    levelled = np.array([[0, 0, 1], [out_w, 0, 1], [out_w, out_h, 1], [0, out_h, 1]], float)
+    return tuple((float(x), float(y)) for x, y in levelled @ back.T)
+
+
+def _seen(
+    corners: list[tuple[tuple[float, float], ...]],
+    crops: list[Image],
+    height: float,
+    angle: float,
+) -> Cells:
+    """The drums as the network got them, in the form `snapshot` draws: the cut's
+    corners, and the network's input shown dark on white like the Tesseract glyphs."""
+    cells = []
+    for quad, crop_ in zip(corners, crops, strict=True):
+        xs = [x for x, _ in quad]
+        ys = [y for _, y in quad]
+        box = (round(min(xs)), round(min(ys)), round(max(xs) - min(xs)), round(max(ys) - min(ys)))
+        shown = np.asarray(255 - np.clip((normalise(crop_) + 0.5) * 255, 0, 255), np.uint8)
+        glyph = Glyph(shown, "settled", 1.0, 0.0)
+        cells.append(Cell(box, quad, light_on_dark(crop_), shown, (glyph,)))
+    light = 2 * sum(cell.light_on_dark for cell in cells) >= len(cells)
+    return Cells(tuple(cells), angle, light, height, len(cells))
 
 
 def row_geometry(row: Row) -> list[CellGeometry]:

@@ -4,9 +4,10 @@
 configured source, reads it as the daemon would, and writes a PNG of two panels. The
 left one is the frame with the window's real outline (turned or in perspective), each
 digit cell the OCR cut out, and the reading or the reason there is none. The right
-one is the levelled crop and each digit's glyph as Tesseract gets it, with the digit
-read and its confidence. A window that does not fit the frame is drawn clipped, and
-the PNG says what is wrong; it is still written, since that is when it helps most.
+one is the levelled crop and each digit as the engine gets it (the classifier's input
+at its own cut, or Tesseract's cleaned glyph), with the digit read and its confidence.
+A window that does not fit the frame is drawn clipped, and the PNG says what is wrong;
+it is still written, since that is when it helps most.
 
 `draw_overlay` is also what the daemon's web page shows each cycle, so it only draws
 lines and text on a copy of the frame (a millisecond or two). It judges nothing,
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edgemeter.classify import ClassifierEngine
 from edgemeter.config import Config
 from edgemeter.ocr import (
     Cell,
@@ -247,7 +249,7 @@ def _paste(panel: Image, image: Image, at: tuple[int, int]) -> None:
 
 
 def _cell_tile(cell: Cell, height: int) -> Image:
-    """The cell's glyphs as Tesseract gets them (dark on white), stacked, enlarged.
+    """The cell's glyphs as the engine gets them (dark on white), stacked, enlarged.
 
     A turning drum has two: the digit leaving the cell and the one coming in."""
     glyphs = [g.image for g in cell.glyphs] or [np.full((40, 28), 255, np.uint8)]
@@ -315,7 +317,7 @@ def side_panel(
     min_confidence: float,
     height: int,
 ) -> Image:
-    """The right panel: the levelled crop, the glyphs as Tesseract gets them, the
+    """The right panel: the levelled crop, the glyphs as the engine gets them, the
     digits read with their confidences, and the status in words. At least `height`
     tall, taller when its content needs it."""
     panel = np.full((max(height, 1200), SIDE_PANEL_WIDTH, 3), PANEL_COLOUR, np.uint8)
@@ -332,7 +334,7 @@ def side_panel(
         polarity = "light digits on dark" if cells.light_on_dark else "dark digits on light"
         facts = f"digits {cells.digit_height:.0f} px tall, row turned {cells.angle:.1f} deg"
         y = _text(panel, f"{facts}, {polarity}", (12, y), 0.5, MUTED_COLOUR)
-        y = _text(panel, "each digit as Tesseract gets it:", (12, y), 0.5, MUTED_COLOUR)
+        y = _text(panel, "each digit as the OCR engine gets it:", (12, y), 0.5, MUTED_COLOUR)
         ok = reading if isinstance(reading, Reading) else None
         y = _glyph_rows(panel, cells, ok, min_confidence, y + 2)
     sure = isinstance(reading, Reading) and reading.confidence >= min_confidence
@@ -369,11 +371,16 @@ def _read(
         where = "wholly outside" if "wholly" in str(err) else "partly outside"
         return _Outcome(None, None, None, f"window {where} the frame", f"window problem: {err}")
     window_image = crop(frame_image, window)
-    cells = preprocess(window_image, digits)
-    if engine is None:
-        why = "no OCR engine (Tesseract missing): window and cells only"
-        return _Outcome(window_image, cells, None, "not read: no OCR engine", why)
-    reading = engine.read(window_image, digits)
+    cells: Cells | NoReading | None
+    if isinstance(engine, ClassifierEngine):
+        # The drums where the classifier cut them, and its inputs: not Tesseract's cells.
+        reading, cells = engine.read_seen(window_image, digits)
+    else:
+        cells = preprocess(window_image, digits)
+        if engine is None:
+            why = "no OCR engine (Tesseract missing): window and cells only"
+            return _Outcome(window_image, cells, None, "not read: no OCR engine", why)
+        reading = engine.read(window_image, digits)
     if isinstance(reading, NoReading):
         text = f"no reading: {reading.reason}"
         return _Outcome(window_image, cells, reading, text, text)

@@ -15,11 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from broker import Broker, Received, Subscriber, collect, wait_for
 from replay import run_daemon, start_daemon, write_config, write_frames
 
 from edgemeter.plausibility import Memory
+from edgemeter.snapshot import CELL_COLOUR
 from edgemeter.state import StateStore
 
 PREFIX = "edgemeter/test"
@@ -325,6 +328,13 @@ def test_web_page_shows_the_latest_reading_and_frame(tmp_path: Path, broker: Bro
     assert content_type == "image/jpeg"
     assert frame[:2] == b"\xff\xd8"
     assert "km" in page
+    # The classifier's cuts are drawn on the frame in the cell colour (cyan): pixels
+    # far more blue and green than red, which the rendered counter itself never has.
+    # JPEG smears the one-pixel lines, so the hue is tested, not the exact colour.
+    assert CELL_COLOUR == (255, 255, 0)
+    b, g, r = cv2.split(cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR))
+    cyan = (b.astype(int) - r > 40) & (g.astype(int) - r > 40)
+    assert int(cyan.sum()) > 100
 
 
 def test_unwritable_state_directory_is_reported_and_readings_still_flow(

@@ -14,8 +14,9 @@ import yaml
 from replay import default_window, write_frames
 
 from edgemeter import simulate
+from edgemeter.classify import ClassifierEngine
 from edgemeter.config import Config, OcrConfig, WindowConfig, default_config, parse_config
-from edgemeter.ocr import Cells, OcrEngine, make_engine, preprocess
+from edgemeter.ocr import Cells, OcrEngine, Reading, make_engine, preprocess
 from edgemeter.snapshot import (
     CELL_COLOUR,
     FRAME_PANEL_WIDTH,
@@ -126,6 +127,22 @@ def test_cells_are_mapped_back_through_a_turned_window() -> None:
     for corners, (x, y, w, h) in zip(outlines, frame.cells, strict=True):
         cx, cy = corners.mean(axis=0)
         assert x <= cx <= x + w and y <= cy <= y + h
+
+
+def test_the_classifier_shows_its_own_cuts_on_the_drums_of_a_turned_window() -> None:
+    frame, window = rotated_frame()
+    reading, cells = ClassifierEngine().read_seen(crop(frame.image, window), 6)
+    assert isinstance(reading, Reading)
+    assert reading.digits == frame.truth
+    assert isinstance(cells, Cells)
+    # Where the network's inputs were cut, not Tesseract's cells: each on its drum.
+    for corners, (x, y, w, h) in zip(cell_outlines(window, cells), frame.cells, strict=True):
+        cx, cy = corners.mean(axis=0)
+        assert x <= cx <= x + w and y <= cy <= y + h
+    # Each tile is the network's input, dark digit on white as the panel shows glyphs.
+    assert all(
+        cell.glyphs[0].image.shape == cells.cells[0].glyphs[0].image.shape for cell in cells.cells
+    )
 
 
 def test_overlay_draws_the_turned_outline_and_the_cells(engine: OcrEngine) -> None:
