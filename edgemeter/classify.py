@@ -467,10 +467,13 @@ class ClassifierEngine:
             # A one-drum window is the drum's crop itself.
             if _spread(grey) < MIN_CONTRAST:
                 return NoReading("window is blank (no contrast)"), None
-            probs = self.probabilities(normalise(grey)[None, None])
+            light = light_on_dark(grey)
+            single = normalise(grey, light)
+            probs = self.probabilities(single[None, None])
             h, w = grey.shape
             corners = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
-            return assemble(probs, self.info.calibration), _seen([corners], [grey], h, 0.0)
+            seen = _seen([corners], [single], [light], h, 0.0)
+            return assemble(probs, self.info.calibration), seen
         rows = row_hypotheses(grey, digits)
         if isinstance(rows, NoReading):
             return rows, None
@@ -507,7 +510,9 @@ class ClassifierEngine:
                 index.append(cuts[key])
             layout.append(index)
         blank = [_spread(c) < MIN_CONTRAST for c in crops]
-        probs = self.probabilities(np.stack([normalise(c) for c in crops])[:, None])
+        lights = [light_on_dark(c) for c in crops]
+        inputs = [normalise(c, light) for c, light in zip(crops, lights, strict=True)]
+        probs = self.probabilities(np.stack(inputs)[:, None])
         readings: list[tuple[Reading, list[int]]] = []
         for index in layout:
             if not any(blank[i] for i in index):
@@ -518,7 +523,8 @@ class ClassifierEngine:
         best, index = readings[0]
         seen = _seen(
             [corners_of(places[i]) for i in index],
-            [crops[i] for i in index],
+            [inputs[i] for i in index],
+            [lights[i] for i in index],
             rows[0].digit_height,
             rows[0].angle,
         )
@@ -546,22 +552,24 @@ def corners_of(where: CellGeometry) -> tuple[tuple[float, float], ...]:
 
 def _seen(
     corners: list[tuple[tuple[float, float], ...]],
-    crops: list[Image],
+    inputs: list[FloatArray],
+    lights: list[bool],
     height: float,
     angle: float,
 ) -> Cells:
     """The drums as the network got them, in the form `snapshot` draws: the cut's
-    corners, and the network's input shown dark on white like the Tesseract glyphs."""
+    corners, and the network's input (already computed for the reading) shown dark on
+    white like the Tesseract glyphs."""
     cells = []
-    for quad, crop_ in zip(corners, crops, strict=True):
+    for quad, net_input, light in zip(corners, inputs, lights, strict=True):
         xs = [x for x, _ in quad]
         ys = [y for _, y in quad]
         box = (round(min(xs)), round(min(ys)), round(max(xs) - min(xs)), round(max(ys) - min(ys)))
-        shown = np.asarray(255 - np.clip((normalise(crop_) + 0.5) * 255, 0, 255), np.uint8)
+        shown = np.asarray(255 - np.clip((net_input + 0.5) * 255, 0, 255), np.uint8)
         glyph = Glyph(shown, "settled", 1.0, 0.0)
-        cells.append(Cell(box, quad, light_on_dark(crop_), shown, (glyph,)))
-    light = 2 * sum(cell.light_on_dark for cell in cells) >= len(cells)
-    return Cells(tuple(cells), angle, light, height, len(cells))
+        cells.append(Cell(box, quad, light, shown, (glyph,)))
+    majority = 2 * sum(lights) >= len(lights)
+    return Cells(tuple(cells), angle, majority, height, len(cells))
 
 
 def row_geometry(row: Row) -> list[CellGeometry]:
