@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import json
 import signal
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def wait_readings(live: Subscriber, count: int) -> list[dict[str, object]]:
     return readings(live.wait_until(lambda m: len(readings(m)) >= count, WAIT_S))
 
 
+def wait_stamped(
+    live: Subscriber, start: int, wanted: Callable[[datetime], bool]
+) -> list[dict[str, object]]:
+    """Wait (bounded) for READINGS_PER_PHASE readings after the first `start` whose
+    stamps are `wanted`; those readings. Counted by stamp, not by arrival: readings
+    taken before a step may still be on their way, and libfaketime re-reads its file
+    only once a second."""
+
+    def matching(messages: list[Received]) -> list[dict[str, object]]:
+        return [r for r in readings(messages)[start:] if wanted(stamp(r))]
+
+    return matching(live.wait_until(lambda m: len(matching(m)) >= READINGS_PER_PHASE, WAIT_S))
+
+
 def test_clock_stepped_back_then_forward_by_a_day_keeps_readings_flowing(
     tmp_path: Path, broker: Broker
 ) -> None:
@@ -84,24 +99,15 @@ def test_clock_stepped_back_then_forward_by_a_day_keeps_readings_flowing(
             true_run = wait_readings(live, READINGS_PER_PHASE)
             assert len(true_run) >= READINGS_PER_PHASE
 
+            last_true = stamp(true_run[-1])
             offset_file.write_text("-1d\n")  # the clock was a day ahead: stepped back
             back = len(true_run)
-            stepped_back = wait_readings(live, back + READINGS_PER_PHASE)
-            assert len(stepped_back) >= back + READINGS_PER_PHASE, "stuck after a step back"
+            in_past = wait_stamped(live, back, lambda ts: ts < last_true - JUMP / 2)
+            assert len(in_past) >= READINGS_PER_PHASE, "stuck after a step back"
 
             offset_file.write_text("+0\n")  # and forward again by the same day
-            forward = len(stepped_back)
-            last_true = stamp(true_run[-1])
-
-            def back_on_time(messages: list[Received]) -> list[dict[str, object]]:
-                # Counted by their stamps, not by arrival: readings taken before the
-                # step may still be on their way, and libfaketime re-reads its file
-                # only once a second.
-                return [r for r in readings(messages)[forward:] if stamp(r) > last_true]
-
-            on_time = back_on_time(
-                live.wait_until(lambda m: len(back_on_time(m)) >= READINGS_PER_PHASE, WAIT_S)
-            )
+            forward = len(readings(live.messages))
+            on_time = wait_stamped(live, forward, lambda ts: ts > last_true)
             assert len(on_time) >= READINGS_PER_PHASE, "stuck after a leap"
             assert process.poll() is None, "the daemon exited on a clock jump"
         finally:
