@@ -84,6 +84,8 @@ class OcrFailure(Exception):
     """One recognition call failed (timeout, crash); the frame gets a NoReading."""
 
 
+# Blobs within this fraction of the commonest height are the row's settled digits.
+BAND_TOLERANCE = 0.12
 # Tesseract's LSTM reads digits best 32-48 px tall, with a white margin around them.
 GLYPH_PX = 40
 BORDER_PX = 10
@@ -593,10 +595,15 @@ def _row_of(cand: _Candidate, digits: int) -> _Found | NoReading:
     (more drums than it has, or too few to place the rest)."""
     grid = cand.grid
     blobs = [grid.slots[k] for k in sorted(grid.slots)]
-    # The band of a settled digit comes from the tallest members: a turning drum's
-    # digit is cut by the aperture and sits off the line.
-    ref_h = float(np.percentile([b.h for b in blobs], 80))
-    full = [b for b in blobs if b.h >= 0.9 * ref_h]
+
+    # The band of a settled digit comes from the most common height: a turning drum's
+    # digit is cut by the aperture (shorter), while a styled drum's whole face or an
+    # end digit merged with the window's frame is found taller than a digit.
+    def alike(h: float) -> list[_Blob]:
+        return [b for b in blobs if abs(b.h - h) <= BAND_TOLERANCE * h]
+
+    ref_h = float(max((b.h for b in blobs), key=lambda h: (len(alike(h)), h)))
+    full = alike(ref_h)
     slope, icpt = _line_through(full if len(full) >= 2 else blobs)
     full = [b for b in full if abs(b.cy - icpt - slope * b.cx) < 0.08 * ref_h] or full
     top = float(np.median([b.y - (icpt + slope * b.cx) for b in full]))
