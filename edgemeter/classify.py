@@ -82,6 +82,9 @@ MIN_CONTRAST = 12.0
 RIVAL = 0.3
 # A row whose every drum was found whole and reads at this confidence needs no rival.
 SURE = 0.9
+# Rows of digits less than this fraction of the tallest row that reads are small print
+# beside the counter (a serial number, an OBIS code): never the counter, nor its rival.
+SMALL_PRINT = 0.7
 
 
 class ModelError(Exception):
@@ -492,8 +495,9 @@ class ClassifierEngine:
 
         A placement that puts a drum on the bezel or the meter's face gives that cell
         no confident digit (or no contrast at all), so the true placement stands out.
-        Two placements that both read with some confidence are two counters the image
-        could show: no reading, rather than a guess.
+        Rows of digits much smaller than the tallest that reads are small print, not
+        the counter. Two placements that both read with some confidence are two
+        counters the image could show: no reading, rather than a guess.
         """
         cuts: dict[tuple[int, int], int] = {}
         crops: list[Image] = []
@@ -514,11 +518,21 @@ class ClassifierEngine:
         inputs = [normalise(c, light) for c, light in zip(crops, lights, strict=True)]
         probs = self.probabilities(np.stack(inputs)[:, None])
         readings: list[tuple[Reading, list[int]]] = []
-        for index in layout:
+        heights: list[float] = []
+        for row, index in zip(rows, layout, strict=True):
             if not any(blank[i] for i in index):
                 readings.append((assemble(probs[index], self.info.calibration), index))
+                heights.append(row.digit_height)
         if not readings:
             return NoReading(f"a cell of the {digits} is blank (no contrast)"), None
+        # The window is drawn around the counter: its digits are the tallest that read.
+        tallest = max(
+            (h for (r, _), h in zip(readings, heights, strict=True) if r.confidence >= RIVAL),
+            default=0.0,
+        )
+        readings = [
+            pair for pair, h in zip(readings, heights, strict=True) if h >= SMALL_PRINT * tallest
+        ]
         readings.sort(key=lambda pair: -pair[0].confidence)
         best, index = readings[0]
         seen = _seen(

@@ -19,7 +19,7 @@ import pytest
 
 from edgemeter import classify, simulate
 from edgemeter.classify import CellGeometry, ClassifierEngine, DrumPosition, ModelError
-from edgemeter.ocr import NoReading, Reading
+from edgemeter.ocr import NoReading, Reading, row_hypotheses
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meterdigits"
 GATE = 0.6
@@ -363,3 +363,33 @@ def test_the_classifier_is_selectable_in_the_config() -> None:
     from edgemeter.ocr import make_engine
 
     assert make_engine(OcrConfig(engine="classifier")).name == "classifier"
+
+
+def test_small_print_below_the_counter_is_neither_the_counter_nor_its_rival(
+    engine: ClassifierEngine,
+) -> None:
+    # A serial number under the drums: a second row of six digits, less than half as
+    # tall, which reads just as well as the counter when taken alone.
+    big = window_of(123456.0)
+    small_style = dataclasses.replace(simulate.default_style(), digit_height=18)
+    small = window_of(987654.0, small_style)
+    width = max(big.shape[1], small.shape[1])
+    composite = np.vstack(
+        [
+            cv2.copyMakeBorder(big, 0, 0, 0, width - big.shape[1], cv2.BORDER_REPLICATE),
+            cv2.copyMakeBorder(small, 0, 0, 0, width - small.shape[1], cv2.BORDER_REPLICATE),
+        ]
+    )
+    grey = cv2.cvtColor(composite, cv2.COLOR_BGR2GRAY)
+    rows = row_hypotheses(grey, 6)
+    assert isinstance(rows, list)
+    heights = sorted(round(row.digit_height) for row in rows)
+    assert heights[0] < 0.5 * heights[-1], heights  # both rows were found
+    alone = engine._choose(grey, [r for r in rows if r.digit_height < 30], 6)[0]
+    assert isinstance(alone, Reading) and alone.digits == "987654", alone
+
+    reading = engine._choose(grey, rows, 6)[0]
+
+    assert isinstance(reading, Reading), reading
+    assert reading.digits == "123456"
+    assert reading.confidence >= GATE
