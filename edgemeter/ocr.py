@@ -300,11 +300,20 @@ def _masks(grey: Image, light_on_dark: bool, spread: float) -> list[Image]:
     return out
 
 
+def _labels(mask: Image) -> int:
+    """The narrowest label type that can number every component of the mask: writing
+    the label image is most of the labelling's time, and 16 bits halve it. A 2x2
+    block's pixels all touch, so each holds at most one 8-connected component."""
+    height, width = mask.shape
+    blocks = ((height + 1) // 2) * ((width + 1) // 2)
+    return cv2.CV_16U if blocks < np.iinfo(np.uint16).max else cv2.CV_32S
+
+
 def _blobs(mask: Image, min_h: float) -> tuple[list[_Blob], list[_Blob]]:
     """Connected components shaped like a whole digit, clear of the window's edge;
     and every component of about digit size (for telling drum faces from digits)."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     height, width = mask.shape
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=_labels(mask))
     digits, sized = [], []
     for x, y, w, h, area in stats[1:n].tolist():
         if not min_h <= h <= 0.98 * height or w < 2:
@@ -318,34 +327,78 @@ def _blobs(mask: Image, min_h: float) -> tuple[list[_Blob], list[_Blob]]:
     return digits, sized
 
 
+def _median(values: Sequence[float]) -> float:
+    """np.median of a short list, without numpy's overhead on a handful of numbers
+    (row finding takes thousands of medians a frame)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    return (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _pairwise_sum(values: Sequence[float]) -> float:
+    """The sum as numpy's pairwise summation adds it up, so that a tie-break on it
+    falls as it did when the sum was numpy's."""
+    n = len(values)
+    if n < 8:
+        total = 0.0
+        for v in values:
+            total += v
+        return total
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return _pairwise_sum(values[:half]) + _pairwise_sum(values[half:])
+    acc = list(values[:8])
+    i = 8
+    while i < n - n % 8:
+        acc = [a + v for a, v in zip(acc, values[i : i + 8], strict=True)]
+        i += 8
+    total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    for v in values[i:]:
+        total += v
+    return total
+
+
 def _line_through(blobs: Sequence[_Blob]) -> tuple[float, float]:
     """The line through the most blob centres (tried through every pair), refitted on
     them. Turning drums sit off the line, and they come together at the right end
     (a carry turns several), where they would tilt any average."""
     if len(blobs) < 2:
         return 0.0, blobs[0].cy
-    tol = max(1.0, 0.05 * float(np.median([b.h for b in blobs])))
-    cx = np.array([b.cx for b in blobs])
-    cy = np.array([b.cy for b in blobs])
-    # Every pair at once (a frame's rows are tried thousands of times).
-    first, second = np.triu_indices(len(blobs), 1)
-    keep = np.abs(cx[second] - cx[first]) > 1
-    first, second = first[keep], second[keep]
-    if first.size == 0:
-        return 0.0, float(np.median(cy))
-    slopes = np.clip((cy[second] - cy[first]) / (cx[second] - cx[first]), -0.18, 0.18)
-    icpts = cy[first] - slopes * cx[first]
-    errors = np.abs(cy[None, :] - icpts[:, None] - slopes[:, None] * cx[None, :])
-    near = errors < tol
-    counts = near.sum(axis=1)
-    spreads = -np.where(near, errors, 0.0).sum(axis=1)
-    # The most blobs on the line, then the tightest; the first such pair on a tie.
-    best = int(np.lexsort((np.arange(counts.size), -spreads, -counts))[0])
-    on = [b for b, yes in zip(blobs, near[best], strict=True) if yes]
+    tol = max(1.0, 0.05 * _median([b.h for b in blobs]))
+    points = [(b.cx, b.cy) for b in blobs]
+    # Plain floats, not numpy: a row's few blobs are tried thousands of times a frame,
+    # and numpy's cost per call would be most of the time.
+    best: tuple[int, float, float, float] | None = None  # blobs on it, error, the line
+    for i, (x0, y0) in enumerate(points):
+        for x1, y1 in points[i + 1 :]:
+            dx = x1 - x0
+            if not abs(dx) > 1:
+                continue
+            slope = min(max((y1 - y0) / dx, -0.18), 0.18)
+            icpt = y0 - slope * x0
+            errors = [abs(y - icpt - slope * x) for x, y in points]
+            near = [e for e in errors if e < tol]
+            count = len(near)
+            if best is not None and count < best[0]:
+                continue
+            # Summed as numpy did, the far errors as zeros: a tie falls the same way.
+            spread = _pairwise_sum(
+                [e if e < tol else 0.0 for e in errors] if len(errors) >= 8 else near
+            )
+            # The most blobs on the line, then the tightest; the first such pair on a tie.
+            if best is None or count > best[0] or spread < best[1]:
+                best = (count, spread, slope, icpt)
+    if best is None:
+        return 0.0, _median([y for _, y in points])
+    _, _, slope, icpt = best
+    on = [b for b, (x, y) in zip(blobs, points, strict=True) if abs(y - icpt - slope * x) < tol]
     if len(on) < 2:
-        return 0.0, float(np.median(cy))
-    slope = float(np.clip(_fit([b.cx for b in on], [b.cy for b in on])[0], -0.18, 0.18))
-    return slope, float(np.median([b.cy - slope * b.cx for b in on]))
+        return 0.0, _median([y for _, y in points])
+    slope = min(max(_fit([b.cx for b in on], [b.cy for b in on])[0], -0.18), 0.18)
+    return slope, _median([b.cy - slope * b.cx for b in on])
 
 
 def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -359,29 +412,32 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return slope, float(my - slope * mx)
 
 
-def _groups(blobs: Sequence[_Blob]) -> list[list[_Blob]]:
+def _groups(
+    blobs: Sequence[_Blob], lines: dict[tuple[_Blob, ...], tuple[float, float]]
+) -> list[list[_Blob]]:
     """Blobs of similar height along one straight line: candidate digit rows.
 
     Seeded by the tallest blobs (whole digits); a turning drum's part digit is
     shorter and off the line, so it joins only while most of it is in view.
+    `lines` keeps the line through each set of blobs: the thresholds find the same
+    digits again and again.
     """
     out: list[list[_Blob]] = []
     seen: set[frozenset[int]] = set()
     for seed in sorted(blobs, key=lambda b: -b.h):
-
-        def similar(b: _Blob, seed: _Blob = seed) -> bool:
-            return 0.7 <= b.h / seed.h <= 1.15
-
-        members = [b for b in blobs if similar(b) and abs(b.cy - seed.cy) < 0.45 * seed.h]
+        similar = [b for b in blobs if 0.7 <= b.h / seed.h <= 1.15]
+        members = [b for b in similar if abs(b.cy - seed.cy) < 0.45 * seed.h]
         if len(members) < 2:
             continue
-        slope, icpt = _line_through(members)
-        members = [
-            b for b in blobs if similar(b) and abs(b.cy - icpt - slope * b.cx) < 0.3 * seed.h
-        ]
-        key = frozenset(id(b) for b in members)
-        if len(members) >= 2 and key not in seen:
-            seen.add(key)
+        key = tuple(members)
+        line = lines.get(key)
+        if line is None:
+            line = lines[key] = _line_through(members)
+        slope, icpt = line
+        members = [b for b in similar if abs(b.cy - icpt - slope * b.cx) < 0.3 * seed.h]
+        ids = frozenset(id(b) for b in members)
+        if len(members) >= 2 and ids not in seen:
+            seen.add(ids)
             out.append(members)
     return out
 
@@ -420,7 +476,7 @@ def _place(members: Sequence[_Blob], anchor: float, pitch: float) -> _Grid | Non
 def _grid(members: Sequence[_Blob]) -> _Grid | None:
     """The regular pitch that puts the most members on slots: drums are evenly
     spaced, and a separator between two drums sits half-way, off the grid."""
-    height = float(np.median([b.h for b in members]))
+    height = _median([b.h for b in members])
     wide = sorted(b.cx for b in members if not b.bar) or sorted(b.cx for b in members)
     pitches = {
         round((b - a) / m, 1)
@@ -428,14 +484,34 @@ def _grid(members: Sequence[_Blob]) -> _Grid | None:
         for m in (1, 2, 3)
         if 0.45 * height <= (b - a) / m <= 1.8 * height
     }
+    centres = [b.cx for b in members]
+    most = len(centres)
     best: tuple[float, _Grid] | None = None
     for pitch in pitches:
+        bonus = 1e-3 * pitch
+        if best is not None and most + bonus <= best[0]:
+            continue  # every member on a slot of its own would not beat the best
         for anchor in wide:
-            grid = _place(members, anchor, pitch)
-            if grid is not None:
-                score = len(grid.slots) - 0.3 * grid.off_grid + 1e-3 * pitch
-                if best is None or score > best[0]:
-                    best = (score, grid)
+            # The score needs only how many slots are taken and how many members miss
+            # one: the grid itself is built only for a placement that beats the best.
+            slots: set[int] = set()
+            off = 0
+            for cx in centres:
+                r = (cx - anchor) / pitch
+                k = round(r)
+                if abs(r - k) <= 0.22:
+                    slots.add(k)
+                    continue
+                off += 1
+                # Each member off the grid lowers the most this placement can score.
+                if best is not None and most - off - 0.3 * off + bonus <= best[0]:
+                    break
+            else:
+                score = len(slots) - 0.3 * off + bonus
+                if len(slots) >= 2 and (best is None or score > best[0]):
+                    grid = _place(members, anchor, pitch)
+                    if grid is not None:
+                        best = (score, grid)
     return None if best is None else best[1]
 
 
@@ -464,16 +540,22 @@ def _best_rows(grey: Image, digits: int, spread: float) -> list[_Candidate]:
     min_h = max(8.0, 0.08 * grey.shape[0])
     rows: list[tuple[bool, _Grid, float]] = []
     every: dict[bool, list[_Blob]] = {True: [], False: []}
+    lines: dict[tuple[_Blob, ...], tuple[float, float]] = {}
     for light in (True, False):
         for mask in _masks(grey, light, spread):
             blobs, sized = _blobs(mask, min_h)
             every[light].extend(sized)
-            for members in _groups(blobs):
+            for members in _groups(blobs, lines):
                 if all(b.bar for b in members):
                     continue  # separators, or a row of 1s nobody could check
                 grid = _grid(members)
                 if grid is not None:
-                    rows.append((light, grid, float(np.median([b.h for b in members]))))
+                    rows.append((light, grid, _median([b.h for b in members])))
+    # Only glyph-like blobs can make a drum face of the other polarity (`_encloses`).
+    glyphs = {
+        light: [g for g in blobs if g.area < 0.7 * g.w * g.h and g.w > 0.2 * g.h]
+        for light, blobs in every.items()
+    }
     out: list[_Candidate] = []
     for light, grid, med_h in rows:
         n = len(grid.slots)
@@ -481,7 +563,7 @@ def _best_rows(grey: Image, digits: int, spread: float) -> list[_Candidate]:
         # (when the digits touch the separators and are no blobs of their own) they
         # fill their whole pitch with ink.
         frames = sum(
-            _encloses(b, every[not light])
+            _encloses(b, glyphs[not light])
             or (b.w >= 0.88 * grid.pitch and b.area >= 0.58 * b.w * b.h)
             for b in grid.slots.values()
         )
@@ -566,7 +648,15 @@ def _found_rows(grey: Image, digits: int, count: int) -> list[_Found] | NoReadin
         return cands
     out: list[_Found] = []
     first: NoReading | None = None
+    # The thresholds find the same grid many times over: a grid already taken, or one
+    # already refused, would only be skipped again (and `_row_of` is not cheap).
+    tried: set[tuple[object, ...]] = set()
     for cand in cands:
+        grid = cand.grid
+        key = (grid.anchor, grid.pitch, grid.off_grid, tuple(grid.slots.items()))
+        if key in tried or any(_same_grid(grid, f.grid) for f in out):
+            continue
+        tried.add(key)
         found = _row_of(cand, digits)
         if isinstance(found, NoReading):
             first = first or found
