@@ -315,9 +315,11 @@ def _blobs(mask: Image, min_h: float) -> tuple[list[_Blob], list[_Blob]]:
     height, width = mask.shape
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=_labels(mask))
     digits, sized = [], []
-    for x, y, w, h, area in stats[1:n].tolist():
-        if not min_h <= h <= 0.98 * height or w < 2:
-            continue
+    stats = stats[1:n]
+    # Most components are specks: drop them before Python sees them one by one.
+    heights = stats[:, cv2.CC_STAT_HEIGHT]
+    keep = (heights >= min_h) & (heights <= 0.98 * height) & (stats[:, cv2.CC_STAT_WIDTH] >= 2)
+    for x, y, w, h, area in stats[keep].tolist():
         sized.append(_Blob(x, y, w, h, area))
         if w > 1.1 * h or not 0.12 <= area / (w * h) <= 0.97:
             continue
@@ -385,9 +387,7 @@ def _line_through(blobs: Sequence[_Blob]) -> tuple[float, float]:
             if best is not None and count < best[0]:
                 continue
             # Summed as numpy did, the far errors as zeros: a tie falls the same way.
-            spread = _pairwise_sum(
-                [e if e < tol else 0.0 for e in errors] if len(errors) >= 8 else near
-            )
+            spread = _pairwise_sum([e if e < tol else 0.0 for e in errors])
             # The most blobs on the line, then the tightest; the first such pair on a tie.
             if best is None or count > best[0] or spread < best[1]:
                 best = (count, spread, slope, icpt)
@@ -424,9 +424,11 @@ def _groups(
     """
     out: list[list[_Blob]] = []
     seen: set[frozenset[int]] = set()
-    for seed in sorted(blobs, key=lambda b: -b.h):
-        similar = [b for b in blobs if 0.7 <= b.h / seed.h <= 1.15]
-        members = [b for b in similar if abs(b.cy - seed.cy) < 0.45 * seed.h]
+    where = [(b, b.h, b.cx, b.cy) for b in blobs]
+    for _, seed_h, _, seed_cy in sorted(where, key=lambda t: -t[1]):
+        similar = [t for t in where if 0.7 <= t[1] / seed_h <= 1.15]
+        band = 0.45 * seed_h
+        members = [b for b, _, _, cy in similar if abs(cy - seed_cy) < band]
         if len(members) < 2:
             continue
         key = tuple(members)
@@ -434,7 +436,8 @@ def _groups(
         if line is None:
             line = lines[key] = _line_through(members)
         slope, icpt = line
-        members = [b for b in similar if abs(b.cy - icpt - slope * b.cx) < 0.3 * seed.h]
+        band = 0.3 * seed_h
+        members = [b for b, _, cx, cy in similar if abs(cy - icpt - slope * cx) < band]
         ids = frozenset(id(b) for b in members)
         if len(members) >= 2 and ids not in seen:
             seen.add(ids)
