@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -487,35 +487,56 @@ def _grid(members: Sequence[_Blob]) -> _Grid | None:
         for m in (1, 2, 3)
         if 0.45 * height <= (b - a) / m <= 1.8 * height
     }
-    centres = [b.cx for b in members]
-    most = len(centres)
-    best: tuple[float, _Grid] | None = None
+    centres = sorted(b.cx for b in members)
+    # A slot's members lie within 0.22 pitch of it, so slots in ascending order hold
+    # ascending centres and `_place` fits a positive pitch to any two of them: it
+    # accepts every placement `_placement` weighs, and only the winner's grid is built.
+    where = _placement(centres, wide, pitches)
+    return None if where is None else _place(members, *where)
+
+
+def _placement(
+    centres: Sequence[float], anchors: Sequence[float], pitches: Iterable[float]
+) -> tuple[float, float] | None:
+    """The (anchor, pitch) that puts the most centres on slots and the fewest off
+    them, then the widest pitch; the first found on a tie."""
+    best, where = -math.inf, None
     for pitch in pitches:
         bonus = 1e-3 * pitch
-        if best is not None and most + bonus <= best[0]:
+        if len(centres) + bonus <= best:
             continue  # every member on a slot of its own would not beat the best
-        for anchor in wide:
+        for anchor in anchors:
             # The score needs only how many slots are taken and how many members miss
-            # one: the grid itself is built only for a placement that beats the best.
-            slots: set[int] = set()
-            off = 0
-            for cx in centres:
-                r = (cx - anchor) / pitch
-                k = round(r)
-                if abs(r - k) <= 0.22:
-                    slots.add(k)
-                    continue
-                off += 1
-                # Each member off the grid lowers the most this placement can score.
-                if best is not None and most - off - 0.3 * off + bonus <= best[0]:
-                    break
-            else:
-                score = len(slots) - 0.3 * off + bonus
-                if len(slots) >= 2 and (best is None or score > best[0]):
-                    grid = _place(members, anchor, pitch)
-                    if grid is not None:
-                        best = (score, grid)
-    return None if best is None else best[1]
+            # one: the grid itself is built only for the winner.
+            taken = _slots_taken(centres, anchor, pitch, bonus, best)
+            if taken is None:
+                continue
+            score = taken[0] - 0.3 * taken[1] + bonus
+            if taken[0] >= 2 and score > best:
+                best, where = score, (anchor, pitch)
+    return where
+
+
+def _slots_taken(
+    centres: Sequence[float], anchor: float, pitch: float, bonus: float, best: float
+) -> tuple[int, int] | None:
+    """How many slots of the grid the centres (ascending) take, and how many centres
+    fall off it; None as soon as the grid cannot score above `best` (see `_grid`)."""
+    taken = off = lost = 0
+    last = None
+    for cx in centres:
+        r = (cx - anchor) / pitch
+        k = round(r)
+        if abs(r - k) > 0.22:
+            off += 1
+        elif k != last:
+            # Ascending centres take ascending slots: a repeat can only be the last one.
+            taken, last = taken + 1, k
+            continue
+        lost += 1
+        if len(centres) - lost - 0.3 * off + bonus <= best:
+            return None
+    return taken, off
 
 
 def _encloses(frame: _Blob, glyphs: Sequence[_Blob]) -> bool:
