@@ -412,18 +412,17 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return slope, float(my - slope * mx)
 
 
-def _groups(
-    blobs: Sequence[_Blob], lines: dict[tuple[_Blob, ...], tuple[float, float]]
-) -> list[list[_Blob]]:
+def _groups(blobs: Sequence[_Blob]) -> list[list[_Blob]]:
     """Blobs of similar height along one straight line: candidate digit rows.
 
     Seeded by the tallest blobs (whole digits); a turning drum's part digit is
     shorter and off the line, so it joins only while most of it is in view.
-    `lines` keeps the line through each set of blobs: the thresholds find the same
-    digits again and again.
     """
     out: list[list[_Blob]] = []
-    seen: set[frozenset[int]] = set()
+    # Member lists keep the blobs' order, so the ids in order name a set of them.
+    seen: set[tuple[int, ...]] = set()
+    # The seeds of one row mostly gather the same blobs: their line is fitted once.
+    lines: dict[tuple[int, ...], tuple[float, float]] = {}
     where = [(b, b.h, b.cx, b.cy) for b in blobs]
     for _, seed_h, _, seed_cy in sorted(where, key=lambda t: -t[1]):
         similar = [t for t in where if 0.7 <= t[1] / seed_h <= 1.15]
@@ -431,16 +430,16 @@ def _groups(
         members = [b for b, _, _, cy in similar if abs(cy - seed_cy) < band]
         if len(members) < 2:
             continue
-        key = tuple(members)
+        key = tuple(map(id, members))
         line = lines.get(key)
         if line is None:
             line = lines[key] = _line_through(members)
         slope, icpt = line
         band = 0.3 * seed_h
         members = [b for b, _, cx, cy in similar if abs(cy - icpt - slope * cx) < band]
-        ids = frozenset(id(b) for b in members)
-        if len(members) >= 2 and ids not in seen:
-            seen.add(ids)
+        key = tuple(map(id, members))
+        if len(members) >= 2 and key not in seen:
+            seen.add(key)
             out.append(members)
     return out
 
@@ -564,12 +563,11 @@ def _best_rows(grey: Image, digits: int, spread: float) -> list[_Candidate]:
     min_h = max(8.0, 0.08 * grey.shape[0])
     rows: list[tuple[bool, _Grid, float]] = []
     every: dict[bool, list[_Blob]] = {True: [], False: []}
-    lines: dict[tuple[_Blob, ...], tuple[float, float]] = {}
     for light in (True, False):
         for mask in _masks(grey, light, spread):
             blobs, sized = _blobs(mask, min_h)
             every[light].extend(sized)
-            for members in _groups(blobs, lines):
+            for members in _groups(blobs):
                 if all(b.bar for b in members):
                     continue  # separators, or a row of 1s nobody could check
                 grid = _grid(members)
