@@ -49,7 +49,17 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edgemeter.ocr import Cell, Cells, Glyph, NoReading, Reading, Row, row_hypotheses, to_grey
+from edgemeter.ocr import (
+    Cell,
+    Cells,
+    Glyph,
+    NoReading,
+    Reading,
+    Row,
+    grey_percentiles,
+    row_hypotheses,
+    to_grey,
+)
 
 Image = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
@@ -121,8 +131,8 @@ def light_on_dark(grey: Image) -> bool:
     core = grey[h // 10 : h - h // 10, w // 10 : w - w // 10]
     if core.size == 0:
         core = grey
-    lo, hi = np.percentile(core, (2, 98))
-    return bool(np.median(core) < (lo + hi) / 2)
+    lo, median, hi = grey_percentiles(np.ascontiguousarray(core, np.uint8), (2, 50, 98))
+    return bool(median < (lo + hi) / 2)
 
 
 def normalise(cell: npt.NDArray[Any], light: bool | None = None) -> FloatArray:
@@ -140,9 +150,9 @@ def normalise(cell: npt.NDArray[Any], light: bool | None = None) -> FloatArray:
         grey = 255 - grey
     h, w = grey.shape
     interp = cv2.INTER_AREA if h > INPUT_H or w > INPUT_W else cv2.INTER_LINEAR
-    small = np.asarray(cv2.resize(grey, (INPUT_W, INPUT_H), interpolation=interp), np.float32)
-    lo, hi = np.percentile(small, (2, 98))
-    out = (small - lo) / max(float(hi - lo), 8.0)
+    small = np.asarray(cv2.resize(grey, (INPUT_W, INPUT_H), interpolation=interp), np.uint8)
+    lo, hi = grey_percentiles(small, (2, 98))
+    out = (small.astype(np.float32) - lo) / max(hi - lo, 8.0)
     return np.asarray(np.clip(out, -0.25, 1.25) - 0.5, dtype=np.float32)
 
 
@@ -592,5 +602,5 @@ def row_geometry(row: Row) -> list[CellGeometry]:
 
 
 def _spread(grey: Image) -> float:
-    lo, hi = np.percentile(grey, (2, 98))
-    return float(hi - lo)
+    lo, hi = grey_percentiles(grey, (2, 98))
+    return hi - lo
