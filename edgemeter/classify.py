@@ -82,6 +82,9 @@ OUTPUTS = CLASSES + 1
 REACHED_FROM = -1
 # A drum within a tenth of a digit is settled on it.
 SETTLED_TENTHS = 1
+# A last drum this far short of its reached digit (in digits) may still be rolling in:
+# the judge waits for a second cycle before it takes the value (plausibility.judge).
+APPROACHING = 0.05
 # A higher drum stands this many tenths off where the carry puts it, at most: slack in
 # the gearing. Further off (half-way between two digits) it gives no digit.
 SLACK_TENTHS = 3
@@ -360,6 +363,7 @@ def assemble(probs: npt.NDArray[np.float64], calibration: Calibration) -> Readin
         "".join(str(d.digit) for d in drums),
         tuple(round(float(np.clip(d.confidence, 0.0, 1.0)), 3) for d in drums),
         tuple(d.rolling for d in drums),
+        approaching=drums[-1].turned < -APPROACHING,
     )
 
 

@@ -59,11 +59,15 @@ class Reading:
 
     `digits` is the value the counter has reached: a drum caught between two digits
     is reported as the lower one (the one leaving the cell) and flagged in `rolling`.
+    `approaching`: the last drum stands just short of its digit (the way real drums
+    often come to rest, and the way a drum still rolling in looks a moment before it
+    gets there); an engine that cannot tell leaves it False.
     """
 
     digits: str
     confidences: tuple[float, ...]
     rolling: tuple[bool, ...]
+    approaching: bool = False
 
     @property
     def confidence(self) -> float:

@@ -20,6 +20,11 @@ What it does:
   value, so a counter at 12345.9 may legitimately show 12346 a moment later.
 - An increase larger than `max_jump` waits until `confirm_cycles` consecutive cycles
   show the same value or a consistent rising one.
+- Approaching: a new value whose last drum stands just short of its digit
+  (`Reading.approaching`) is taken only when a second cycle shows it. Real drums often
+  rest a tenth short of their digit, but a drum still rolling in looks the same a
+  moment before it gets there, and taking it then publishes the next value too early.
+  Waiting costs one cycle for such values; the very first reading is not held back.
 - Mid-roll: when the value as read is implausible but lowering one rolling drum by one
   (with the carry borrowing only from drums that are themselves rolling) gives the one
   plausible value >= the last accepted, that value is judged instead. Anything more
@@ -245,6 +250,16 @@ def judge(memory: Memory, reading: Reading | NoReading, now: datetime, rules: Ru
 
     assessment = _assess(memory.value, memory.accepted_at, value, now, rules)
     if assessment.outcome == "accept":
+        if reading.approaching and value not in (memory.value, memory.challenger):
+            # At rest a tenth short, or still rolling in: the next cycle tells.
+            return Verdict(
+                accepted=False,
+                value=None,
+                raw=reading.digits,
+                reason=f"last drum just short of its digit: {reading.digits} waits a cycle",
+                event=None,
+                memory=_extend_run(memory, value, now, rules),
+            )
         return _accepted(memory, value, now, assessment, raw=reading.digits, rules=rules)
 
     candidates = _mid_roll_candidates(memory.value, memory.accepted_at, reading, now, rules)
@@ -519,6 +534,7 @@ def _merge(group: Sequence[Reading], burst: int) -> Reading:
             for i in range(size)
         ),
         rolling=tuple(any(r.rolling[i] for r in group) for i in range(size)),
+        approaching=any(r.approaching for r in group),
     )
 
 

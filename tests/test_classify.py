@@ -393,3 +393,25 @@ def test_small_print_below_the_counter_is_neither_the_counter_nor_its_rival(
     assert isinstance(reading, Reading), reading
     assert reading.digits == "123456"
     assert reading.confidence >= GATE
+
+
+@pytest.mark.parametrize("value", [123455.82, 123455.85, 123455.88])
+def test_a_last_drum_rolling_in_is_the_floor_or_flagged_approaching(
+    engine: ClassifierEngine, value: float
+) -> None:
+    # Most of the way into the next digit, the counter has not reached it: a reader
+    # that calls it the next digit must say the drum is not there yet, so that the
+    # judge waits a cycle instead of publishing a value the counter has not shown.
+    reading = engine.read(window_of(value), 6)
+
+    assert isinstance(reading, Reading), reading
+    assert reading.digits in ("123455", "123456")
+    assert reading.digits == "123455" or reading.approaching, reading
+
+
+@pytest.mark.parametrize("value", [123455.0, 123455.04, 123456.0])
+def test_a_settled_last_drum_is_not_approaching(engine: ClassifierEngine, value: float) -> None:
+    reading = engine.read(window_of(value), 6)
+
+    assert isinstance(reading, Reading), reading
+    assert not reading.approaching, reading

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from datetime import UTC, datetime, timedelta, timezone
@@ -155,6 +156,45 @@ def test_small_increase_within_rate_is_accepted() -> None:
     assert verdict.value == 12346
     assert verdict.event is None
     assert verdict.memory == Memory(value=12346, accepted_at=at(1))
+
+
+def test_a_new_value_whose_last_drum_is_approaching_waits_for_a_second_cycle() -> None:
+    # 12345.85 read as 12346: the last drum may still be rolling in.
+    early = dataclasses.replace(read("012346"), approaching=True)
+
+    verdicts = run_cycles(settled(12345), [early, early], make_rules(), start=1, step=1)
+
+    assert not verdicts[0].accepted
+    assert verdicts[0].reason is not None and "short of its digit" in verdicts[0].reason
+    assert verdicts[0].memory.value == 12345
+    assert verdicts[1].accepted and verdicts[1].value == 12346
+
+
+def test_an_approaching_drum_on_the_accepted_value_is_taken_at_once() -> None:
+    verdict = judge(
+        settled(12346), dataclasses.replace(read("012346"), approaching=True), at(1), make_rules()
+    )
+
+    assert verdict.accepted and verdict.value == 12346
+
+
+def test_an_approaching_value_seen_again_settled_is_taken_then() -> None:
+    early = dataclasses.replace(read("012346"), approaching=True)
+
+    verdicts = run_cycles(
+        settled(12345), [early, NoReading("glare"), read("012346")], make_rules(), 1, 1
+    )
+
+    assert [v.accepted for v in verdicts] == [False, False, True]
+    assert verdicts[2].value == 12346
+
+
+def test_the_vote_keeps_an_approaching_flag_any_frame_raised() -> None:
+    frames = [read("012346"), dataclasses.replace(read("012346"), approaching=True)]
+
+    merged = vote([*frames, read("012346")])
+
+    assert isinstance(merged, Reading) and merged.approaching
 
 
 def test_rate_exceeded_is_rejected() -> None:
