@@ -402,6 +402,13 @@ def _real_worker(args: tuple[list[RealRow], int, int]) -> tuple[np.ndarray, ...]
 
 
 def build(frames: int, copies: int, seed: int, workers: int) -> dict[str, np.ndarray]:
+    missing = [f for f in TRAIN_FONTS if simulate.resolve_font(f) is None]
+    if missing:
+        # A fallback typeface would silently train another model than the recipe's.
+        raise SystemExit(
+            f"training fonts missing: {', '.join(sorted(set(missing)))}; "
+            "install them with: sudo bash scripts/deps.sh --train"
+        )
     started = time.time()
     rows = real_rows("train")
     train_rows = [r for r in rows if not r.validation]
