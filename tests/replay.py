@@ -92,9 +92,15 @@ def run_daemon(config: Path, log: Path, timeout_s: float = 120.0) -> int:
     try:
         return process.wait(timeout=timeout_s)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        kill_if_running(process)
+
+
+def kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    """Cleanup after a test: a process a failed assertion left running is killed and
+    reaped, so that no daemon outlives its test."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @dataclass(frozen=True)

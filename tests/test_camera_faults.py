@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pytest
 from broker import Broker, Received, Subscriber, wait_for
-from replay import start_daemon, write_config
+from replay import kill_if_running, start_daemon, write_config
 
 from edgemeter import simulate
 from edgemeter.config import OcrConfig, WindowConfig
@@ -310,9 +310,7 @@ def rig(tmp_path: Path, broker: Broker) -> Iterator[Rig]:
             process.terminate()
             assert process.wait(timeout=STOP_TIMEOUT_S) == 0
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+            kill_if_running(process)
             watchdog.close()
             camera.stop()
     text = log.read_text(errors="replace")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from broker import Broker, Received, Subscriber, collect, wait_for
-from replay import run_daemon, start_daemon, write_config, write_frames
+from replay import kill_if_running, run_daemon, start_daemon, write_config, write_frames
 
 from edgemeter.plausibility import Memory
 from edgemeter.snapshot import CELL_COLOUR
@@ -146,8 +146,7 @@ def test_broker_outage_loses_no_accepted_reading(tmp_path: Path, broker: Broker)
         assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
         subscriber.wait_until(lambda m: 4015 in values(m), 30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        kill_if_running(process)
         subscriber.stop()
     got = values(subscriber.messages)
     # Every value arrives, in order; a reading whose ack was lost may come twice.
@@ -216,8 +215,7 @@ def test_sigterm_stops_cleanly_and_publishes_offline(tmp_path: Path, broker: Bro
             process.send_signal(signal.SIGTERM)
             status = process.wait(timeout=15)
         finally:
-            if process.poll() is None:
-                process.kill()
+            kill_if_running(process)
         assert status == 0
         last_status = payloads(
             live.wait_until(lambda m: payloads(m, "status")[-1:] == ["offline"], 10), "status"
@@ -239,8 +237,7 @@ def test_notify_socket_gets_ready_watchdog_and_status(tmp_path: Path, broker: Br
             receive_until(sock, datagrams, lambda: any("STOPPING=1" in d for d in datagrams), 120)
             assert process.wait(timeout=30) == 0
         finally:
-            if process.poll() is None:
-                process.kill()
+            kill_if_running(process)
     assert datagrams[0].startswith("READY=1")
     assert "WATCHDOG=1" in datagrams
     assert any(d == "STATUS=value=102.0 km" for d in datagrams)

@@ -20,6 +20,7 @@ from replay import (
     Delivery,
     accepted_from_history,
     accepted_from_log,
+    kill_if_running,
     received_readings,
     start_daemon,
     write_config,
@@ -89,9 +90,7 @@ def test_broker_down_at_start_gets_every_reading_once_it_appears(
         assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
         subscriber.wait_until(has_all(len(truth)), 60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        kill_if_running(process)
         subscriber.stop()
     delivery = delivery_of(config, subscriber)
     text = log.read_text()
@@ -126,9 +125,7 @@ def test_broker_killed_repeatedly_during_a_replay_loses_nothing(
         assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
         subscriber.wait_until(has_all(len(truth)), 60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        kill_if_running(process)
         subscriber.stop()
     delivery = delivery_of(config, subscriber)
     disconnects = log.read_text().count("mqtt disconnected")
@@ -157,9 +154,7 @@ def test_slow_stalling_broker_link_delivers_everything_in_order(
             assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
             subscriber.wait_until(has_all(len(truth)), 60)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+            kill_if_running(process)
             subscriber.stop()
     delivery = delivery_of(config, subscriber)
     stats = proxy.stats

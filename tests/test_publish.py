@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from broker import Broker, Received, Subscriber, collect, publish_message, wait_for
+from replay import kill_if_running
 
 from edgemeter.config import MeterConfig, MqttConfig, TlsConfig
 from edgemeter.outbox import Outbox
@@ -546,9 +547,7 @@ def test_a_publisher_that_dies_leaves_offline_via_its_last_will(
         after = collect(broker, status, until=lambda m: bool(m) and m[-1].payload == "offline",
                         timeout_s=CONNECT_S)  # fmt: skip
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        kill_if_running(process)
 
     assert online[-1].payload == "online"
     assert after[-1] == Received(status, "offline", True)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from broker import Broker, Received, Subscriber, free_port, wait_for
-from replay import start_daemon, write_config, write_frames
+from replay import kill_if_running, start_daemon, write_config, write_frames
 
 PREFIX = "edgemeter/test"
 USER = "edgemeter"
@@ -97,9 +97,7 @@ def test_readings_arrive_over_tls_with_a_password_that_never_shows(
             pages["history"] = fetch(f"http://127.0.0.1:{port}/api/history.json")
             assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+            kill_if_running(process)
         everything.wait_until(lambda m: any(x.payload == "offline" for x in m), 10)
     checked = check_config(config)
     published = everything_published(everything.messages)
@@ -144,9 +142,7 @@ def test_wrong_password_is_a_clear_error_and_the_daemon_keeps_retrying(
             process.send_signal(signal.SIGTERM)
             status = process.wait(timeout=30)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+            kill_if_running(process)
         published = everything_published(everything.messages)
     text = log.read_text()
     print(f"FAULT tls-wrong-password: refusals={len(refusals())} exit={status}")
