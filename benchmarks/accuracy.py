@@ -39,6 +39,7 @@ from benchmarks import hardset, realset, speed
 from benchmarks.scoring import BASELINE, GATE, SWEEP_GATES, Outcome, Tally, baseline_read
 from benchmarks.stream import StreamScore, replay
 from edgemeter.config import OcrConfig, PlausibilityConfig
+from edgemeter.daemon import single_threaded
 from edgemeter.ocr import OcrEngine, OcrUnavailable, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,6 +465,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(given)
+    single_threaded()  # time the path as the daemon runs it
     try:
         engines = {name: make_engine(OcrConfig(engine=name)) for name in args.engines}
     except OcrUnavailable as err:
