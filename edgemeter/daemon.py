@@ -155,7 +155,7 @@ class Daemon:
                 readings.append(read)
             else:
                 readings.append(self.engine.read(window_image, digits))
-        reading = vote(readings)
+        reading = vote(readings, self.rules.min_confidence)
         verdict = judge(self.memory, reading, frames[-1].ts, self.rules)
         return Cycle(frames[-1], window_image, reading, verdict, cells)
 

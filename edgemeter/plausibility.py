@@ -317,13 +317,16 @@ def judge(memory: Memory, reading: Reading | NoReading, now: datetime, rules: Ru
     )
 
 
-def vote(readings: Sequence[Reading | NoReading]) -> Reading | NoReading:
+def vote(readings: Sequence[Reading | NoReading], gate: float = 0.0) -> Reading | NoReading:
     """The reading a strict majority of a burst's frames agree on, else NoReading.
 
     Every frame that was read must agree: a burst in which one frame read something
     else abstains. Misreads are not independent (the same glare or the same half-turned
     drum fools several frames alike), so a dissenting frame is a sign that the agreeing
     ones may be fooled too; the next cycle is only seconds away.
+
+    A frame whose weakest digit is below `gate` (the judge's min_confidence) counts as
+    unread: the engine withheld it, so its digits are a guess, not a dissent.
     """
     if not readings:
         return NoReading("burst empty: no frames")
@@ -332,6 +335,9 @@ def vote(readings: Sequence[Reading | NoReading]) -> Reading | NoReading:
     for frame in readings:
         if isinstance(frame, NoReading):
             unread[frame.reason] = unread.get(frame.reason, 0) + 1
+        elif not frame.confidence >= gate:  # NaN too
+            why = f"read below min_confidence {gate:g}"
+            unread[why] = unread.get(why, 0) + 1
         else:
             groups.setdefault(frame.digits, []).append(frame)
     if len(groups) == 1:
@@ -345,6 +351,9 @@ def vote(readings: Sequence[Reading | NoReading]) -> Reading | NoReading:
     tally = [f"{digits} x{len(group)}" for digits, group in ranked]
     if unread:
         tally.append(f"unread x{sum(unread.values())}")
+    if len(groups) == 1:
+        reasons = ", ".join(f"{r} x{n}" for r, n in unread.items())
+        return NoReading(f"burst short of a majority: {', '.join(tally)} ({reasons})")
     return NoReading("burst disagreed: " + ", ".join(tally))
 
 

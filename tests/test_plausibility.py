@@ -661,6 +661,31 @@ def test_vote_abstains_when_one_frame_read_something_else() -> None:
     assert result == NoReading("burst disagreed: 012345 x2, 012346 x1")
 
 
+def test_vote_takes_a_frame_below_the_gate_as_unread_not_as_a_dissent() -> None:
+    unsure = Reading("012346", (0.95,) * 5 + (0.41,), (False,) * 6)
+
+    result = vote([read("012345"), unsure, read("012345")], gate=0.6)
+
+    assert isinstance(result, Reading)
+    assert result.digits == "012345"
+    assert vote([read("012345"), unsure, read("012345")]) == NoReading(
+        "burst disagreed: 012345 x2, 012346 x1"
+    )
+
+
+def test_vote_needs_a_majority_of_frames_at_or_above_the_gate() -> None:
+    # One lucky frame sure of a drum 0.8 of the way to the next digit, two unsure.
+    frames = [Reading("015560", (0.9,) * 5 + (conf,), (False,) * 6) for conf in (0.52, 0.92, 0.39)]
+
+    result = vote(frames, gate=0.6)
+
+    assert result == NoReading(
+        "burst short of a majority: 015560 x1, unread x2 (read below min_confidence 0.6 x2)"
+    )
+    verdict = judge(Memory(), result, T0, make_rules())
+    assert not verdict.accepted
+
+
 def test_vote_majority_counts_unread_frames_in_the_burst() -> None:
     result = vote([read("012345"), NoReading("glare"), read("012345")])
 
