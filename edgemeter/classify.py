@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,56 +168,6 @@ class CellGeometry:
     digit_height: float
 
 
-def _settled_centre(cells: Cells) -> float | None:
-    """Distance of the digit band's centre below the top edge of the cells' cuts.
-
-    All cuts of a levelled row share their top edge, so the band sits at the same
-    depth in every cell: the median over the settled digits' ink. The cut's own middle
-    would do only when the window leaves room above and below the digits.
-    """
-    depths = []
-    for cell in cells.cells:
-        if len(cell.glyphs) != 1 or cell.glyphs[0].role != "settled":
-            continue
-        tl, _, _, bl = (np.array(c) for c in cell.corners)
-        cut_h = float(np.linalg.norm(bl - tl))
-        rows = np.flatnonzero(cell.ink.max(axis=1) > 0)
-        if rows.size == 0 or cut_h <= 0:
-            continue
-        scale = cell.ink.shape[0] / cut_h
-        depths.append((rows[0] + rows[-1] + 1) / 2 / scale)
-    return float(np.median(depths)) if depths else None
-
-
-def geometry(cells: Cells) -> list[CellGeometry]:
-    """The cut of every drum in `cells`, in window pixels."""
-    quads = [np.array(cell.corners, dtype=np.float64) for cell in cells.cells]
-    widths = [float(np.linalg.norm(q[1] - q[0])) for q in quads]
-    pitch = float(np.median(widths))
-    depth = _settled_centre(cells)
-    out = []
-    last = len(quads) - 1
-    for i, q in enumerate(quads):
-        tl, tr, _, bl = q
-        u = (tr - tl) / max(widths[i], 1e-6)
-        down = bl - tl
-        cut_h = float(np.linalg.norm(down))
-        v = down / max(cut_h, 1e-6)
-        # The first and last cuts may be cut short by the window's edge: measure
-        # from the side that is whole.
-        if widths[i] < 0.95 * pitch and i == 0 and last > 0:
-            x = widths[i] - pitch / 2
-        elif widths[i] < 0.95 * pitch and i == last and last > 0:
-            x = pitch / 2
-        else:
-            x = widths[i] / 2
-        y = depth if depth is not None else cut_h / 2
-        centre = tl + u * x + v * y
-        angle = -math.degrees(math.atan2(u[1], u[0]))
-        out.append(CellGeometry((float(centre[0]), float(centre[1])), angle, cells.digit_height))
-    return out
-
-
 def cut(grey: Image, where: CellGeometry, height: float = CROP_H, width: float = CROP_W) -> Image:
     """The drum's cell at the fixed geometry, levelled (window pixels beyond the edge
     repeat the edge)."""
@@ -231,17 +180,6 @@ def cut(grey: Image, where: CellGeometry, height: float = CROP_H, width: float =
         grey, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
     return np.asarray(warped, dtype=np.uint8)
-
-
-def cell_inputs(grey: Image, cells: Cells) -> FloatArray:
-    """Every drum of `cells` as network input, shape (n, 1, INPUT_H, INPUT_W)."""
-    if len(cells.cells) == 1 and cells.cells[0].box == (0, 0, grey.shape[1], grey.shape[0]):
-        # A one-drum window is the drum's crop itself.
-        crops = [grey]
-    else:
-        crops = [cut(grey, g) for g in geometry(cells)]
-    batch = [normalise(c) for c in crops]
-    return np.stack(batch)[:, None, :, :]
 
 
 # --------------------------------------------------------------------------- decoding
