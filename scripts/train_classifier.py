@@ -12,7 +12,7 @@ Data (fixed seeds, so a run rebuilds the same set):
   the drum position in tenths. Several augmented copies of each (blur, noise, JPEG,
   light, glare, occlusion, shift, scale, rotation, colour channel mix).
 - synthetic: edgemeter.simulate counters in TRAIN_FONTS only: the tuning fonts and
-  further typefaces of other families (EXTRA_FONTS, from `scripts/deps.sh --dev`); the
+  further typefaces of other families (EXTRA_FONTS, from `scripts/deps.sh --train`); the
   benchmark's held-out fonts are never drawn. Hard and mild conditions, digits 16-70 px,
   drum positions spread over the whole turn and higher drums carried. Cells are cut the
   way the engine cuts them: from the `ocr.row_hypotheses` placement that lies on the
@@ -75,7 +75,7 @@ DENSE = 160
 
 # Typefaces drawn for training only, beyond the tuning fonts: other families than any
 # held-out one (no Times, Helvetica Narrow, Noto, Roboto or DSEG7 Modern/Classic
-# Regular look-alikes), upright, from Debian's font packages (scripts/deps.sh --dev).
+# Regular look-alikes), upright, from Debian's font packages (scripts/deps.sh --train).
 # More shapes of each digit are what makes a reader generalise to counters it has
 # never seen. The seven-segment ones are listed again so that LCDs keep their share.
 EXTRA_FONTS = (
@@ -751,7 +751,8 @@ def report(model: Path, frames: int, tesseract: bool) -> None:
         from edgemeter.config import OcrConfig  # noqa: PLC0415
         from edgemeter.ocr import make_engine  # noqa: PLC0415
 
-        engines["tesseract"] = make_engine(OcrConfig())
+        # Not the configured default, which is this classifier.
+        engines["tesseract"] = make_engine(OcrConfig(engine="auto"))
     print("| set | path | n | read % | wrong % | unread % | ms per window |")
     print("|---|---|---|---|---|---|---|")
     for samples in (real_test(), held_out_frames(frames, 2024)):
