@@ -88,7 +88,7 @@ class WindowConfig:
 @dataclass(frozen=True)
 class OcrConfig:
     # The classifier reads more and errs less than Tesseract on every benchmark set
-    # (benchmarks/RESULTS.md) at a third of the time; Tesseract stays selectable.
+    # (benchmarks/RESULTS.md) in under a quarter of the time; Tesseract stays selectable.
     engine: Literal["auto", "tesserocr", "pytesseract", "classifier"] = "classifier"
     tessdata: str | None = None
     timeout_s: float = _num(10.0, gt=0)

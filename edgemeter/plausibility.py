@@ -334,12 +334,13 @@ def vote(readings: Sequence[Reading | NoReading], gate: float = 0.0) -> Reading 
     unread: dict[str, int] = {}
     for frame in readings:
         if isinstance(frame, NoReading):
-            unread[frame.reason] = unread.get(frame.reason, 0) + 1
+            why = frame.reason
         elif not frame.confidence >= gate:  # NaN too
             why = f"read below min_confidence {gate:g}"
-            unread[why] = unread.get(why, 0) + 1
         else:
             groups.setdefault(frame.digits, []).append(frame)
+            continue
+        unread[why] = unread.get(why, 0) + 1
     if len(groups) == 1:
         (group,) = groups.values()
         if 2 * len(group) > len(readings):
