@@ -27,7 +27,7 @@ import numpy as np
 import pytesseract
 
 from edgemeter.config import PlausibilityConfig
-from edgemeter.ocr import NoReading, OcrEngine, Reading
+from edgemeter.ocr import Cells, NoReading, OcrEngine, Reading
 
 GATE = PlausibilityConfig().min_confidence
 # Of the way to the next digit, from where a drum shows mostly the next one.
@@ -141,9 +141,12 @@ class Recorder:
         self.results: list[Reading | NoReading] = []
 
     def read(self, window: Any, digits: int) -> Reading | NoReading:
-        result = self.engine.read(window, digits)
+        return self.read_seen(window, digits)[0]
+
+    def read_seen(self, window: Any, digits: int) -> tuple[Reading | NoReading, Cells | None]:
+        result, cells = self.engine.read_seen(window, digits)
         self.results.append(result)
-        return result
+        return result, cells
 
     def take(self) -> list[Reading | NoReading]:
         taken, self.results = self.results, []

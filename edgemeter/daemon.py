@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from edgemeter import __version__
-from edgemeter.classify import ClassifierEngine
 from edgemeter.config import Config
 from edgemeter.history import History, HistoryError
 from edgemeter.notify import Notifier
@@ -149,12 +148,9 @@ class Daemon:
                 readings.append(NoReading(str(err)))
                 cells = None
                 continue
-            if isinstance(self.engine, ClassifierEngine):
-                # Its cuts come with the reading at no extra cost: the web page shows them.
-                read, cells = self.engine.read_seen(window_image, digits)
-                readings.append(read)
-            else:
-                readings.append(self.engine.read(window_image, digits))
+            # The cells come with the reading at no extra cost: the web page shows them.
+            read, cells = self.engine.read_seen(window_image, digits)
+            readings.append(read)
         reading = vote(readings, self.rules.min_confidence)
         verdict = judge(self.memory, reading, frames[-1].ts, self.rules)
         return Cycle(frames[-1], window_image, reading, verdict, cells)

@@ -194,6 +194,13 @@ class OcrEngine(Protocol):
 
     def read(self, window: npt.NDArray[Any], digits: int) -> Reading | NoReading: ...
 
+    def read_seen(
+        self, window: npt.NDArray[Any], digits: int
+    ) -> tuple[Reading | NoReading, Cells | None]:
+        """The reading, and the digit cells as this engine cut them (None: it found
+        none), for the snapshot and the web page at no extra cost."""
+        ...
+
 
 def _u8(image: Any) -> Image:
     """OpenCV's results as the uint8 arrays they are."""
@@ -1507,12 +1514,15 @@ def recognise_cells(cells: Cells, engine: Recogniser) -> Reading | NoReading:
     )
 
 
-def read_window(window: npt.NDArray[Any], digits: int, engine: Recogniser) -> Reading | NoReading:
-    """The whole stage: preprocessing, then the engine's calls, then assembly."""
+def read_window(
+    window: npt.NDArray[Any], digits: int, engine: Recogniser
+) -> tuple[Reading | NoReading, Cells | None]:
+    """The whole stage: preprocessing, then the engine's calls, then assembly; with
+    the cells it cut."""
     cells = preprocess(window, digits)
     if isinstance(cells, NoReading):
-        return cells
-    return recognise_cells(cells, engine)
+        return cells, None
+    return recognise_cells(cells, engine), cells
 
 
 # --------------------------------------------------------------------------- engines
@@ -1606,6 +1616,11 @@ class TesserocrEngine:
         return tuple(out)
 
     def read(self, window: npt.NDArray[Any], digits: int) -> Reading | NoReading:
+        return read_window(window, digits, self)[0]
+
+    def read_seen(
+        self, window: npt.NDArray[Any], digits: int
+    ) -> tuple[Reading | NoReading, Cells | None]:
         return read_window(window, digits, self)
 
 
@@ -1663,6 +1678,11 @@ class PytesseractEngine:
         )
 
     def read(self, window: npt.NDArray[Any], digits: int) -> Reading | NoReading:
+        return read_window(window, digits, self)[0]
+
+    def read_seen(
+        self, window: npt.NDArray[Any], digits: int
+    ) -> tuple[Reading | NoReading, Cells | None]:
         return read_window(window, digits, self)
 
 

@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edgemeter.classify import ClassifierEngine
 from edgemeter.config import Config
 from edgemeter.ocr import (
     Cell,
@@ -372,15 +371,12 @@ def _read(
         return _Outcome(None, None, None, f"window {where} the frame", f"window problem: {err}")
     window_image = crop(frame_image, window)
     cells: Cells | NoReading | None
-    if isinstance(engine, ClassifierEngine):
-        # The drums where the classifier cut them, and its inputs: not Tesseract's cells.
-        reading, cells = engine.read_seen(window_image, digits)
-    else:
+    if engine is None:
         cells = preprocess(window_image, digits)
-        if engine is None:
-            why = "no OCR engine (Tesseract missing): window and cells only"
-            return _Outcome(window_image, cells, None, "not read: no OCR engine", why)
-        reading = engine.read(window_image, digits)
+        why = "no OCR engine (Tesseract missing): window and cells only"
+        return _Outcome(window_image, cells, None, "not read: no OCR engine", why)
+    # The cells where the engine cut them, as it saw them.
+    reading, cells = engine.read_seen(window_image, digits)
     if isinstance(reading, NoReading):
         text = f"no reading: {reading.reason}"
         return _Outcome(window_image, cells, reading, text, text)

@@ -205,10 +205,22 @@ def test_cells_give_one_box_per_drum_inside_the_window() -> None:
         assert cell.glyphs[0].image.dtype == np.uint8 and cell.glyphs[0].image.ndim == 2
 
 
-def test_read_window_is_the_engine_read(fast: Engine) -> None:
+def test_read_seen_gives_the_read_and_the_cells_it_read(fast: Engine) -> None:
     window = window_of(987654.0)
 
-    assert read_window(window, 6, fast) == fast.read(window, 6)
+    reading, cells = fast.read_seen(window, 6)
+
+    assert reading == fast.read(window, 6) == read_window(window, 6, fast)[0]
+    assert isinstance(reading, Reading) and reading.digits == "987654"
+    preprocessed = preprocess(window, 6)
+    assert isinstance(cells, Cells) and isinstance(preprocessed, Cells)
+    assert cells.boxes == preprocessed.boxes
+
+
+def test_read_seen_gives_no_cells_for_a_blank_window(fast: Engine) -> None:
+    reading, cells = fast.read_seen(np.full((60, 240, 3), 128, np.uint8), 6)
+
+    assert isinstance(reading, NoReading) and cells is None
 
 
 def test_a_one_digit_window_is_read_as_one_drum(fast: Engine) -> None:
