@@ -62,6 +62,8 @@ from edgemeter.ocr import (
 
 Image = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
+# A reading, the cells as the network saw them, and its distribution per drum.
+Seen = tuple[Reading | NoReading, Cells | None, npt.NDArray[np.float64] | None]
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODEL_DIR / "drum_classifier.onnx"
@@ -414,24 +416,30 @@ class ClassifierEngine:
     ) -> tuple[Reading | NoReading, Cells | None]:
         """The reading, and the drums as the network saw them (for `snapshot`): each
         cell's corners are the cut in window pixels, its glyph the network's input."""
+        return self.read_drums(window, digits)[:2]
+
+    def read_drums(self, window: npt.NDArray[Any], digits: int) -> Seen:
+        """`read_seen`, and the network's distribution for each drum of the reading
+        (None without one): what a second engine needs to settle a drum this one
+        cannot (`tiebreak`)."""
         try:
             grey = to_grey(window)
         except ValueError as err:
-            return NoReading(str(err)), None
+            return NoReading(str(err)), None, None
         if digits == 1:
             # A one-drum window is the drum's crop itself.
             if _spread(grey) < MIN_CONTRAST:
-                return NoReading("window is blank (no contrast)"), None
+                return NoReading("window is blank (no contrast)"), None, None
             light = light_on_dark(grey)
             single = normalise(grey, light)
             probs = self.probabilities(single[None, None])
             h, w = grey.shape
             corners = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
             seen = _seen([corners], [single], [light], h, 0.0)
-            return assemble(probs, self.info.calibration), seen
+            return assemble(probs, self.info.calibration), seen, probs
         rows = row_hypotheses(grey, digits)
         if isinstance(rows, NoReading):
-            return rows, None
+            return rows, None, None
         if len(rows[0].found) == digits and len(rows) > 1:
             # Every drum found whole on one grid: that is the counter, unless its
             # drums do not read as digits. The network's time goes to the rest only then.
@@ -440,9 +448,7 @@ class ClassifierEngine:
                 return first
         return self._choose(grey, rows, digits)
 
-    def _choose(
-        self, grey: Image, rows: list[Row], digits: int
-    ) -> tuple[Reading | NoReading, Cells | None]:
+    def _choose(self, grey: Image, rows: list[Row], digits: int) -> Seen:
         """Read every placement of the row and keep the one whose drums read best.
 
         A placement that puts a drum on the bezel or the meter's face gives that cell
@@ -476,7 +482,7 @@ class ClassifierEngine:
                 readings.append((assemble(probs[index], self.info.calibration), index))
                 heights.append(row.digit_height)
         if not readings:
-            return NoReading(f"a cell of the {digits} is blank (no contrast)"), None
+            return NoReading(f"a cell of the {digits} is blank (no contrast)"), None, None
         # The window is drawn around the counter: its digits are the tallest that read.
         tallest = max(
             (h for (r, _), h in zip(readings, heights, strict=True) if r.confidence >= RIVAL),
@@ -500,8 +506,8 @@ class ClassifierEngine:
             return NoReading(
                 f"found {found} digit cells, expected {digits} "
                 "(cannot tell at which end the missing one is)"
-            ), seen
-        return best, seen
+            ), seen, None
+        return best, seen, probs[index]
 
 
 def corners_of(where: CellGeometry) -> tuple[tuple[float, float], ...]:
