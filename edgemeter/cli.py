@@ -135,7 +135,7 @@ def cmd_read(config: Config, images: Sequence[str]) -> int:
     from edgemeter.window import DigitWindow, WindowError, crop  # noqa: PLC0415
 
     try:
-        engine = make_engine(config.ocr)
+        engine = make_engine(config.ocr, config.plausibility.min_confidence)
     except OcrUnavailable as err:
         print(f"edgemeter: {err}", file=sys.stderr)
         return EXIT_ENGINE

@@ -89,7 +89,9 @@ class WindowConfig:
 class OcrConfig:
     # The classifier reads more and errs less than Tesseract on every benchmark set
     # (benchmarks/RESULTS.md) in under a quarter of the time; Tesseract stays selectable.
-    engine: Literal["auto", "tesserocr", "pytesseract", "classifier"] = "classifier"
+    engine: Literal["auto", "tesserocr", "pytesseract", "classifier", "classifier+tesseract"] = (
+        "classifier"
+    )
     tessdata: str | None = None
     timeout_s: float = _num(10.0, gt=0)
 

@@ -460,7 +460,7 @@ def run(config: Config) -> int:
     """`edgemeter run`: build the stages from the config and loop until stopped."""
     single_threaded()
     try:
-        engine = make_engine(config.ocr)
+        engine = make_engine(config.ocr, config.plausibility.min_confidence)
     except OcrUnavailable as err:
         log.error("ocr %s", err)
         return EXIT_ENGINE

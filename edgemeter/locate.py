@@ -913,7 +913,7 @@ def run_locate(config: Config, out_path: Path | str = "locate.png") -> int:
     Exit status 0 with a confirmed proposal, 1 without one (or without a frame),
     3 without Tesseract (the proposal is confirmed by reading it)."""
     try:
-        engine = make_engine(config.ocr)
+        engine = make_engine(config.ocr, config.plausibility.min_confidence)
     except OcrUnavailable as err:
         print(f"edgemeter: {err} (locate confirms a window by reading it)", file=sys.stderr)
         return EXIT_ENGINE

@@ -35,19 +35,21 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from edgemeter.config import OcrConfig
+from edgemeter.config import OcrConfig, PlausibilityConfig
 
 # Tesseract's OpenMP threads only fight each other over one small image at a time.
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 log = logging.getLogger(__name__)
+
+# The confidence a reading needs when the caller does not say (the config's default).
+DEFAULT_GATE = PlausibilityConfig().min_confidence
 
 Image = npt.NDArray[np.uint8]
 Box = tuple[int, int, int, int]
@@ -1698,16 +1700,34 @@ def _self_test(engine: TesserocrEngine | PytesseractEngine) -> None:
         raise OcrUnavailable(f"{engine.name}: self-test read {text!r} instead of '42'")
 
 
-def make_engine(config: OcrConfig) -> OcrEngine:
-    """The configured backend, checked to work; `auto` prefers tesserocr."""
-    if config.engine == "classifier":
+def make_engine(config: OcrConfig, gate: float = DEFAULT_GATE) -> OcrEngine:
+    """The configured backend, checked to work; `auto` prefers tesserocr.
+
+    `gate`: the confidence a reading needs (plausibility.min_confidence), below which
+    `classifier+tesseract` asks Tesseract."""
+    if config.engine in ("classifier", "classifier+tesseract"):
         # The trained drum classifier reuses this module's cells: imported here, not above.
         from edgemeter.classify import ClassifierEngine, ModelError  # noqa: PLC0415
+        from edgemeter.tiebreak import TiebreakEngine  # noqa: PLC0415
 
         try:
-            return ClassifierEngine()
+            classifier = ClassifierEngine()
         except ModelError as err:
             raise OcrUnavailable(str(err)) from err
+        if config.engine == "classifier":
+            return classifier
+        try:
+            tesseract = make_engine(dataclasses.replace(config, engine="auto"))
+        except OcrUnavailable as err:
+            # The classifier alone still reads, and errs no more: it only withholds more.
+            log.warning(
+                "ocr engine=classifier+tesseract: Tesseract is unavailable (%s); reading "
+                "with the classifier alone, which withholds more frames. "
+                "Fix: apt-get install tesseract-ocr",
+                err,
+            )
+            return classifier
+        return TiebreakEngine(classifier, tesseract, gate)
     problems = []
     if config.engine in ("auto", "tesserocr"):
         try:

@@ -447,7 +447,7 @@ def run_snapshot(config: Config, out_path: Path | str = "snapshot.png") -> int:
     engine: OcrEngine | None
     status = EXIT_OK
     try:
-        engine = make_engine(config.ocr)
+        engine = make_engine(config.ocr, config.plausibility.min_confidence)
     except OcrUnavailable as err:
         print(
             f"edgemeter: {err} (the snapshot shows the window without a reading)", file=sys.stderr
