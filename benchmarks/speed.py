@@ -64,6 +64,12 @@ class Timing:
     def cpu_median_ms(self) -> float:
         return statistics.median(self.cpu_ms) if self.cpu_ms else 0.0
 
+    @property
+    def cpu_mean_ms(self) -> float:
+        """What a reading costs on average: an engine that does more on hard frames
+        only (classifier+tesseract) shows it here, not in the median."""
+        return statistics.fmean(self.cpu_ms) if self.cpu_ms else 0.0
+
 
 def cpu_seconds() -> float:
     """CPU time of this process and of the children it has waited for."""

@@ -88,9 +88,11 @@ class WindowConfig:
 @dataclass(frozen=True)
 class OcrConfig:
     # The classifier reads more and errs less than Tesseract on every benchmark set
-    # (benchmarks/RESULTS.md) in under a quarter of the time; Tesseract stays selectable.
+    # (benchmarks/RESULTS.md) in under a quarter of the time. With Tesseract settling the
+    # drums it cannot (edgemeter/tiebreak.py) it reads more again, with no more wrong,
+    # for Tesseract's time on the frames the classifier withholds only.
     engine: Literal["auto", "tesserocr", "pytesseract", "classifier", "classifier+tesseract"] = (
-        "classifier"
+        "classifier+tesseract"
     )
     tessdata: str | None = None
     timeout_s: float = _num(10.0, gt=0)
