@@ -37,6 +37,7 @@ by scripts/train_classifier.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -49,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgemeter.ocr import (
+    DEFAULT_GATE,
     Cell,
     Cells,
     Glyph,
@@ -99,6 +101,14 @@ SURE = 0.9
 # Rows of digits less than this fraction of the tallest row that reads are small print
 # beside the counter (a serial number, an OBIS code): never the counter, nor its rival.
 SMALL_PRINT = 0.7
+# A reading the gate withholds gets a second look, with every cut this much taller: row
+# finding may have taken part of each digit for the digit (the hole of a seven-segment
+# 0, the upper half of a blurred digit, a styled drum's inner face), and a cut around a
+# part shows the network no whole digit.
+TALLER = (1.25, 1.5)
+# A second look is a second chance at a confident reading, so it must clear more than
+# the gate: at least this, and agree with every drum the first look was sure of.
+SECOND_LOOK = 0.8
 
 
 class ModelError(Exception):
@@ -362,8 +372,9 @@ class ClassifierEngine:
 
     name = "classifier"
 
-    def __init__(self, model_path: str | Path | None = None) -> None:
+    def __init__(self, model_path: str | Path | None = None, gate: float = DEFAULT_GATE) -> None:
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        self.gate = gate  # below it a reading is withheld (plausibility.min_confidence)
         self.info = _load_info(self.model_path.with_suffix(".json"))
         self._local = threading.local()
         self._net()  # fail now, with the reason, not on the first frame
@@ -446,7 +457,29 @@ class ClassifierEngine:
             first = self._choose(grey, rows[:1], digits)
             if isinstance(first[0], Reading) and first[0].confidence >= SURE:
                 return first
-        return self._choose(grey, rows, digits)
+        return self._second_look(grey, rows, digits, self._choose(grey, rows, digits))
+
+    def _second_look(self, grey: Image, rows: list[Row], digits: int, first: Seen) -> Seen:
+        """`first` if it clears the gate; else the most confident reading of the same
+        placements cut TALLER that clears SECOND_LOOK, keeps every drum `first` was sure
+        of, and is not approaching (a taller cut shows more of a digit rolling in)."""
+        reading = first[0]
+        if isinstance(reading, Reading) and reading.confidence >= self.gate:
+            return first
+        best, best_confidence = first, 0.0
+        for scale in TALLER:
+            taller = [dataclasses.replace(r, digit_height=r.digit_height * scale) for r in rows]
+            seen = self._choose(grey, taller, digits)
+            got = seen[0]
+            if (
+                isinstance(got, Reading)
+                and got.confidence >= max(SECOND_LOOK, self.gate)
+                and got.confidence > best_confidence
+                and not got.approaching
+                and keeps_sure(reading, got, self.gate)
+            ):
+                best, best_confidence = seen, got.confidence
+        return best
 
     def _choose(self, grey: Image, rows: list[Row], digits: int) -> Seen:
         """Read every placement of the row and keep the one whose drums read best.
@@ -503,11 +536,26 @@ class ClassifierEngine:
         rivals = [r for r, _ in readings[1:] if r.digits != best.digits]
         if rivals and rivals[0].confidence >= RIVAL:
             found = len(rows[0].found)
-            return NoReading(
-                f"found {found} digit cells, expected {digits} "
-                "(cannot tell at which end the missing one is)"
-            ), seen, None
+            return (
+                NoReading(
+                    f"found {found} digit cells, expected {digits} "
+                    "(cannot tell at which end the missing one is)"
+                ),
+                seen,
+                None,
+            )
         return best, seen, probs[index]
+
+
+def keeps_sure(first: Reading | NoReading, second: Reading, gate: float) -> bool:
+    """Whether `second` reads every drum that `first` read at the gate as `first` did."""
+    if isinstance(first, NoReading):
+        return True
+    return all(
+        a == b
+        for a, b, confidence in zip(first.digits, second.digits, first.confidences, strict=True)
+        if confidence >= gate
+    )
 
 
 def corners_of(where: CellGeometry) -> tuple[tuple[float, float], ...]:

@@ -1711,7 +1711,7 @@ def make_engine(config: OcrConfig, gate: float = DEFAULT_GATE) -> OcrEngine:
         from edgemeter.tiebreak import TiebreakEngine  # noqa: PLC0415
 
         try:
-            classifier = ClassifierEngine()
+            classifier = ClassifierEngine(gate=gate)
         except ModelError as err:
             raise OcrUnavailable(str(err)) from err
         if config.engine == "classifier":
