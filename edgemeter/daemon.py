@@ -38,6 +38,7 @@ from edgemeter.source import (
     FrameCheck,
     FrameFault,
     FrameSource,
+    SimulatedSource,
     SourceEnded,
     SourceError,
     SourceMissing,
@@ -355,6 +356,8 @@ class Daemon:
 
     def run(self) -> int:
         self.load_state()
+        if isinstance(self.source, SimulatedSource) and self.memory.value is not None:
+            self.source.resume(self.memory.value)
         if self.publisher is not None:
             self.publisher.start()
         try:

@@ -1510,6 +1510,11 @@ class Odometer:
         self._count = float(start)
         self._started = False
 
+    def resume(self, value: float) -> None:
+        """Carry on from `value` (a restart does not wind a real counter back); never
+        backwards."""
+        self._count = max(self._count, float(value))
+
     def next_value(self) -> float:
         """The next reading: random steps averaging per_frame, never going down."""
         if self._started and self.per_frame > 0:

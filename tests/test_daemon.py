@@ -224,6 +224,31 @@ def test_sigterm_stops_cleanly_and_publishes_offline(tmp_path: Path, broker: Bro
     assert "stopping signal=SIGTERM" in (tmp_path / "daemon.log").read_text()
 
 
+def test_a_restarted_simulated_counter_carries_on_from_the_last_value(
+    tmp_path: Path, broker: Broker
+) -> None:
+    config = write_config(
+        tmp_path,
+        mqtt=mqtt(broker),
+        camera={"source": "simulated", "interval_s": 0.2, "path": None},
+    )
+    with Subscriber(broker, f"{PREFIX}/#") as live:
+        for run in (1, 2):
+            process = start_daemon(config, tmp_path / f"daemon{run}.log")
+            try:
+                live.wait_until(lambda m, n=2 * run: len(values(m)) >= n, 60)
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=15) == 0
+            finally:
+                kill_if_running(process)
+            if run == 1:
+                first_run = values(live.messages)
+    second_run = values(live.messages)[len(first_run) :]
+    assert second_run and min(second_run) >= max(first_run)
+    assert "decrease" not in (tmp_path / "daemon2.log").read_text()
+    assert not payloads(live.messages, "rejected")
+
+
 def test_notify_socket_gets_ready_watchdog_and_status(tmp_path: Path, broker: Broker) -> None:
     write_frames(tmp_path / "frames", [100, 101, 102])
     config = write_config(tmp_path, mqtt=mqtt(broker))
