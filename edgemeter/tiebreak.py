@@ -24,6 +24,12 @@ from edgemeter.ocr import Cells, NoReading, OcrEngine, Reading
 # A drum is narrowed down when its likeliest digit and the likelier of that digit's two
 # neighbours hold this much of the network's probability.
 NARROWED = 0.9
+# Tesseract's confidence that settles such a drum. Choosing between two digits the
+# classifier left, it needs less than a reading from scratch: on the real train split's
+# validation tenth, 0.3 adds 6 of 522 digits and 21 of 757 mid-roll drums read, and no
+# wrong one (0.6, the gate: 4 and 9; 0.1: one wrong). The drum it settles then carries
+# at least the gate's confidence.
+SETTLES = 0.3
 
 
 def candidates(probs: npt.NDArray[np.float64]) -> frozenset[int]:
@@ -49,15 +55,15 @@ def settle(
     """The classifier's reading with its uncertain drums settled by Tesseract's, or the
     classifier's reading unchanged (still below the gate) when Tesseract cannot.
 
-    Tesseract must read every drum at the gate, agree on every drum the classifier is
-    sure of, and give each other drum one of its `candidates`. A drum moved across 9|0
+    Tesseract must read every drum at SETTLES or more, agree on every drum the
+    classifier is sure of, and give each other drum one of its `candidates`. A drum moved across 9|0
     turns the drum above it by one, so that one must have moved too (and so cannot be
     one the classifier is sure of). A last drum Tesseract moves may be rolling in: the
     reading says it is approaching.
     """
     if not isinstance(theirs, Reading) or len(theirs.digits) != len(mine.digits):
         return mine
-    if theirs.confidence < gate:
+    if theirs.confidence < SETTLES:
         return mine
     sure = [c >= gate for c in mine.confidences]
     for i, (own, other) in enumerate(zip(mine.digits, theirs.digits, strict=True)):
@@ -72,7 +78,7 @@ def settle(
     drums = range(len(sure))
     return Reading(
         theirs.digits,
-        tuple(mine.confidences[i] if sure[i] else theirs.confidences[i] for i in drums),
+        tuple(mine.confidences[i] if sure[i] else max(gate, theirs.confidences[i]) for i in drums),
         tuple(mine.rolling[i] if sure[i] else theirs.rolling[i] for i in drums),
         approaching=mine.approaching or theirs.digits[-1] != mine.digits[-1],
     )

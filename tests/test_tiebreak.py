@@ -71,12 +71,21 @@ def test_tesseract_confirming_the_classifier_does_not_flag_a_settled_drum() -> N
     assert not settled.approaching
 
 
+def test_a_drum_settled_by_a_less_sure_tesseract_carries_the_gate() -> None:
+    mine = reading("0127", (1.0, 1.0, 1.0, 0.3))
+    probs = np.stack([SURE, SURE, SURE, torn(7)])
+
+    settled = settle(mine, probs, reading("0128", (0.9, 0.9, 0.9, 0.4)), GATE)
+
+    assert settled.digits == "0128" and settled.confidences == (1.0, 1.0, 1.0, GATE)
+
+
 @pytest.mark.parametrize(
     ("theirs", "why"),
     [
         (reading("0137", (0.9, 0.9, 0.9, 0.9)), "disagrees on a drum the classifier is sure of"),
         (reading("0126", (0.9, 0.9, 0.9, 0.9)), "a digit the classifier ruled out"),
-        (reading("0128", (0.9, 0.9, 0.9, 0.5)), "Tesseract below the gate itself"),
+        (reading("0128", (0.9, 0.9, 0.9, 0.2)), "Tesseract too unsure even of a choice of two"),
         (reading("128", (0.9, 0.9, 0.9)), "another number of drums"),
         (NoReading("no row found"), "no reading"),
     ],
