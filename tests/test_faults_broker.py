@@ -11,8 +11,10 @@ that saves every change, so a broker SIGKILL does not lose what it already ackno
 from __future__ import annotations
 
 import random
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from broker import Broker, Received, SlowProxy, Subscriber, wait_for
@@ -64,6 +66,22 @@ def delivery_of(config: Path, subscriber: Subscriber) -> Delivery:
     )
 
 
+@contextmanager
+def replaying(
+    config: Path, log: Path, subscriber: Subscriber, count: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A daemon replaying `config` while the body does its harm; on leaving, the replay
+    must end cleanly and `count` readings reach the subscriber. Both are stopped anyway."""
+    process = start_daemon(config, log)
+    try:
+        yield process
+        assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
+        subscriber.wait_until(has_all(count), 60)
+    finally:
+        kill_if_running(process)
+        subscriber.stop()
+
+
 def assert_delivered(delivery: Delivery, truth: list[int], log: Path) -> None:
     assert accepted_from_log(log) == truth
     assert [a.value for a in delivery.accepted] == truth
@@ -82,16 +100,10 @@ def test_broker_down_at_start_gets_every_reading_once_it_appears(
     log = tmp_path / "daemon.log"
     subscriber = persistent_subscriber(broker, "down-at-start")
     broker.stop()
-    process = start_daemon(config, log)
-    try:
+    with replaying(config, log, subscriber, len(truth)) as process:
         time.sleep(5.0)  # the broker appears 5 s after the daemon
         assert process.poll() is None
         broker.start()
-        assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
-        subscriber.wait_until(has_all(len(truth)), 60)
-    finally:
-        kill_if_running(process)
-        subscriber.stop()
     delivery = delivery_of(config, subscriber)
     text = log.read_text()
     before_broker = text.split("mqtt connected")[0]
@@ -111,9 +123,8 @@ def test_broker_killed_repeatedly_during_a_replay_loses_nothing(
     log = tmp_path / "daemon.log"
     rng = random.Random(20261124)
     subscriber = persistent_subscriber(broker, "killed-repeatedly")
-    process = start_daemon(config, log)
     kills = 0
-    try:
+    with replaying(config, log, subscriber, len(truth)) as process:
         for _ in range(4):
             target = len(accepted_from_log(log)) + rng.randint(4, 9)
             assert wait_for(lambda: len(accepted_from_log(log)) >= target, 60)  # noqa: B023
@@ -122,11 +133,6 @@ def test_broker_killed_repeatedly_during_a_replay_loses_nothing(
             kills += 1
             time.sleep(rng.uniform(0.5, 3.0))
             broker.start()
-        assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
-        subscriber.wait_until(has_all(len(truth)), 60)
-    finally:
-        kill_if_running(process)
-        subscriber.stop()
     delivery = delivery_of(config, subscriber)
     disconnects = log.read_text().count("mqtt disconnected")
     print(
@@ -148,14 +154,8 @@ def test_slow_stalling_broker_link_delivers_everything_in_order(
     config = replay_config(tmp_path, proxy.port, truth, interval_s=0.2)
     log = tmp_path / "daemon.log"
     subscriber = persistent_subscriber(broker, "slow-link")
-    with proxy:
-        process = start_daemon(config, log)
-        try:
-            assert process.wait(timeout=DAEMON_TIMEOUT_S) == 0
-            subscriber.wait_until(has_all(len(truth)), 60)
-        finally:
-            kill_if_running(process)
-            subscriber.stop()
+    with proxy, replaying(config, log, subscriber, len(truth)):
+        pass  # the proxy's delays and stalls are the harm
     delivery = delivery_of(config, subscriber)
     stats = proxy.stats
     disconnects = log.read_text().count("mqtt disconnected")
