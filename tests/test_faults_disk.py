@@ -29,14 +29,18 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from broker import Broker, Received, Subscriber, wait_for
 from replay import start_daemon, write_config
 
 from edgemeter.plausibility import Memory
+
+T = TypeVar("T")
 
 PREFIX = "edgemeter/test"
 # Enough for the state, the outbox and the history of a short run (their SQLite WAL
@@ -187,6 +191,33 @@ def queue_while_broker_paused(broker: Broker, log: Path, count: int) -> int:
     return paused_at
 
 
+@dataclass(frozen=True)
+class Struck:
+    """Where a fault struck a running daemon: its log offset, the readings that were
+    waiting in the outbox for the broker, and how many had arrived before it."""
+
+    fault_at: int
+    queued: list[int]
+    before: int
+
+
+def strike(
+    live: Subscriber, broker: Broker, log: Path, state_dir: Path, fault: Callable[[], T]
+) -> tuple[Struck, T]:
+    """Let readings flow and the state save, queue some in the outbox, then `fault`;
+    the queue is released and readings must go on arriving through the fault."""
+    assert wait_readings(live, 3)
+    assert wait_for(lambda: saved_value(state_dir) is not None, WAIT_S)
+    paused_at = queue_while_broker_paused(broker, log, 3)
+    fault_at = log.stat().st_size
+    harm = fault()
+    queued = accepted_since(log, paused_at)
+    broker.resume()
+    before = len(readings(live.messages))
+    assert wait_readings(live, before + READINGS_DURING_FAULT)
+    return Struck(fault_at, queued, before), harm
+
+
 def stop(process: subprocess.Popen[bytes]) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -206,18 +237,9 @@ def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_aga
     with Subscriber(broker, f"{PREFIX}/reading") as live:
         process = start_daemon(config, log, TMPDIR=str(tmp_path))
         try:
-            assert wait_readings(live, 3)
-            assert wait_for(lambda: saved_value(tmpfs_state) is not None, WAIT_S)
-            paused_at = queue_while_broker_paused(broker, log, 3)
-
-            fault_at = log.stat().st_size
-            filler = fill(tmpfs_state)
-            queued = accepted_since(log, paused_at)
-            broker.resume()
-            before = len(readings(live.messages))
-            assert wait_readings(live, before + READINGS_DURING_FAULT)
+            struck, filler = strike(live, broker, log, tmpfs_state, lambda: fill(tmpfs_state))
             assert process.poll() is None, "the daemon exited on a full disk"
-            during = log_since(log, fault_at)
+            during = log_since(log, struck.fault_at)
             stuck = saved_value(tmpfs_state)
 
             freed_at = log.stat().st_size
@@ -238,9 +260,9 @@ def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_aga
     errors = [line for line in during if line.startswith("ERROR")]
     assert len(errors) <= MAX_ERROR_LINES, errors
     delivered = readings(live.messages)
-    assert set(queued) <= set(delivered)  # what waited in the outbox got out
+    assert set(struck.queued) <= set(delivered)  # what waited in the outbox got out
     # While full, the saved value stood still; readings went on rising past it.
-    fault_readings = delivered[before:after_free]
+    fault_readings = delivered[struck.before : after_free]
     assert stuck is not None and max(fault_readings) > stuck
     assert fault_readings == sorted(fault_readings)
     # Space is back: the state file follows the published readings again.
@@ -248,6 +270,13 @@ def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_aga
     assert "Traceback" not in log.read_text()
     assert not any(line.startswith("ERROR") for line in log_since(log, freed_at))
     assert exit_code == 0
+
+
+def card_error(trigger: Path, state_dir: Path) -> None:
+    """What the kernel does when an SD card reports write errors: remount read-only."""
+    trigger.write_text("edgemeter test: simulated SD card error\n")
+    with pytest.raises(OSError, match="Read-only file system"):
+        (state_dir / "probe").touch()
 
 
 def test_state_directory_remounted_read_only_is_reported_once_and_readings_flow(
@@ -259,32 +288,20 @@ def test_state_directory_remounted_read_only_is_reported_once_and_readings_flow(
     with Subscriber(broker, f"{PREFIX}/reading") as live:
         process = start_daemon(config, log, TMPDIR=str(tmp_path))
         try:
-            assert wait_readings(live, 3)
-            assert wait_for(lambda: saved_value(state_dir) is not None, WAIT_S)
-            paused_at = queue_while_broker_paused(broker, log, 3)
-
-            fault_at = log.stat().st_size
-            # What the kernel does when an SD card reports write errors.
-            trigger.write_text("edgemeter test: simulated SD card error\n")
-            with pytest.raises(OSError, match="Read-only file system"):
-                (state_dir / "probe").touch()
-            queued = accepted_since(log, paused_at)
-            broker.resume()
-            before = len(readings(live.messages))
-            assert wait_readings(live, before + READINGS_DURING_FAULT)
+            struck, _ = strike(live, broker, log, state_dir, lambda: card_error(trigger, state_dir))
             assert process.poll() is None, "the daemon exited on a read-only state directory"
         finally:
             broker.resume()
             exit_code = stop(process)
-    during = log_since(log, fault_at)
+    during = log_since(log, struck.fault_at)
     state_errors = [line for line in during if f"state directory {state_dir} is read-only" in line]
     assert len(state_errors) == 1, state_errors  # said once, not once per cycle
     assert "dmesg" in state_errors[0]
     errors = [line for line in during if line.startswith("ERROR")]
     assert len(errors) <= MAX_ERROR_LINES, errors
     delivered = readings(live.messages)
-    assert set(queued) <= set(delivered)  # what waited in the outbox got out
-    fault_readings = delivered[before:]
+    assert set(struck.queued) <= set(delivered)  # what waited in the outbox got out
+    fault_readings = delivered[struck.before :]
     assert fault_readings == sorted(fault_readings)
     # The last value saved before the card failed is still there, whole.
     assert saved_value(state_dir) is not None
