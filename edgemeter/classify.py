@@ -7,8 +7,9 @@ geometry around the digit band, made grey with the digit light on dark,
 contrast-stretched and scaled to the network's input, and the placement whose drums
 read best is kept (see `ClassifierEngine._choose`). The network says where the drum
 stands, as a distribution over the 100 tenths of its turn (3.4: 40 % of the way from 3
-to 4), or that the cell shows no drum digit at all (a cut between two drums, the
-bezel). From that distribution:
+to 4; a model may tell twentieths apart instead, see STEPS_PER_DIGIT), or that the cell
+shows no drum digit at all (a cut between two drums, the bezel). From that
+distribution:
 
 * the digit the drum has reached: the tenths from d - 0.1 to d + 0.8 count as d. A drum
   a tenth short of d shows d all but whole (the real labels call it d); at d + 0.8 it
@@ -22,7 +23,9 @@ bezel). From that distribution:
   spills mass onto it, and without it a third of the photographed drums settled at
   d - 0.1 were withheld though read right. But a drum at d - 0.15 has not reached d
   and splits its mass evenly: the cap keeps that from counting as d. A drum between
-  two readings splits its mass and is not trusted.
+  two readings splits its mass and is not trusted. A model may also count only a
+  share (`Calibration.last`) of the mass on d + 0.8 for d: a drum seen there may be
+  one that shows d + 1 all but whole.
 
 The higher drums are read knowing the lower ones (Geneva carry): a drum turns only
 while every drum below it stands at 9 going to 0, and then by as much as the last one
@@ -75,9 +78,14 @@ INPUT_H, INPUT_W = 32, 20
 # The cut around a drum, in settled-digit heights: the digit fills about two thirds of
 # the height, as in the photographed one-drum crops the model also learns from.
 CROP_H, CROP_W = 1.54, 0.85
-# Tenths of a drum turn the network tells apart; one more output says the cell shows
-# no drum digit at all (cut between two drums, a separator, the bezel): the cell
-# finder's mistakes, which the network must not read as digits.
+# Steps of a drum's turn per digit that a model may tell apart: tenths, or twentieths,
+# which give a drum a tenth short of its digit (it shows the digit all but whole) and
+# one 0.15 short (it has not reached it) classes of their own. The model's JSON says
+# which; the decoding below works in the model's steps, its rules in tenths.
+STEPS_PER_DIGIT = (10, 20)
+# The turn in tenths; one more output says the cell shows no drum digit at all (cut
+# between two drums, a separator, the bezel): the cell finder's mistakes, which the
+# network must not read as digits.
 CLASSES = 100
 NOT_A_DIGIT = CLASSES
 OUTPUTS = CLASSES + 1
@@ -197,31 +205,60 @@ def cut(grey: Image, where: CellGeometry, height: float = CROP_H, width: float =
 # --------------------------------------------------------------------------- decoding
 
 
+def steps_of(probs: npt.NDArray[np.float64]) -> int:
+    """Steps per digit of a distribution over the turn, with or without the
+    not-a-digit output: 101 or 100 values are tenths, 201 or 200 twentieths."""
+    return len(probs) // 10
+
+
+def _turn(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The distribution over the turn's steps alone (not-a-digit dropped)."""
+    return np.asarray(probs[: 10 * steps_of(probs)], dtype=np.float64)
+
+
+def _steps(tenths: int, per_digit: int) -> int:
+    return tenths * per_digit // 10
+
+
 def reached_mass(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Probability of each reached digit 0-9 from the tenths (the not-a-digit output,
+    """Probability of each reached digit 0-9 from the turn (the not-a-digit output,
     if given, belongs to none)."""
-    rolled = np.roll(np.asarray(probs[:CLASSES], dtype=np.float64), -REACHED_FROM)
-    return np.asarray(rolled.reshape(10, 10).sum(axis=1), dtype=np.float64)
+    per = steps_of(probs)
+    rolled = np.roll(_turn(probs), -_steps(REACHED_FROM, per))
+    return np.asarray(rolled.reshape(10, per).sum(axis=1), dtype=np.float64)
 
 
-def support(probs: npt.NDArray[np.float64], digit: int, below: float = 1.0) -> float:
-    """The mass behind a reached digit: its own tenths, and the mass on the tenth under
-    them up to `below` times the mass on its first own tenth (d - 0.1).
+def support(
+    probs: npt.NDArray[np.float64], digit: int, below: float = 1.0, last: float = 1.0
+) -> float:
+    """The mass behind a reached digit: its own steps, and the mass on the tenth under
+    them (d - 0.2 up to d - 0.1) up to `below` times the mass on its first own step
+    (d - 0.1).
 
-    A drum at d - 0.1 spills onto d - 0.2 less than it keeps; one half-way between the
-    two (d - 0.15, which has not reached d) splits evenly, and must not count as d.
+    In tenths: a drum at d - 0.1 spills onto d - 0.2 less than it keeps; one half-way
+    between the two (d - 0.15, which has not reached d) splits evenly, and must not
+    count as d. In twentieths, d - 0.15 has a step of its own: a drum standing there
+    puts little mass on d - 0.1, so the cap keeps it from counting as d.
+
+    `last`: the share of the mass on d + 0.8 that counts for d. The photographed drums
+    there are labelled "between" and those a tenth further "d + 1", and the network
+    cannot always tell the two apart: a drum it puts at d + 0.8 may be one that shows
+    d + 1 all but whole.
     """
-    tenths = np.asarray(probs[:CLASSES], dtype=np.float64)
-    first = 10 * digit + REACHED_FROM
-    own = tenths[(first + np.arange(10)) % CLASSES].sum()
-    under = min(float(tenths[(first - 1) % CLASSES]), below * float(tenths[first % CLASSES]))
-    return float(own + under)
+    turn = _turn(probs)
+    per = steps_of(probs)
+    first = per * digit + _steps(REACHED_FROM, per)
+    own = turn[(first + np.arange(per)) % len(turn)].sum()
+    spill = turn[(first - 1 - np.arange(_steps(1, per))) % len(turn)].sum()
+    under = min(float(spill), below * float(turn[first % len(turn)]))
+    at_last = float(turn[(per * digit + _steps(8, per)) % len(turn)])
+    return float(own + under - (1.0 - last) * at_last)
 
 
-def _circular_mean(probs: npt.NDArray[np.float64], centre: int, reach: int) -> float:
-    """Mean tenth of the mass within `reach` tenths of `centre`, in tenths (may be <0)."""
+def _circular_mean(turn: npt.NDArray[np.float64], centre: int, reach: int) -> float:
+    """Mean step of the mass within `reach` steps of `centre`, in steps (may be <0)."""
     offsets = np.arange(-reach, reach + 1)
-    weights = probs[(centre + offsets) % CLASSES]
+    weights = turn[(centre + offsets) % len(turn)]
     total = float(weights.sum())
     if total <= 0:
         return float(centre)
@@ -229,10 +266,11 @@ def _circular_mean(probs: npt.NDArray[np.float64], centre: int, reach: int) -> f
 
 
 def position_of(probs: npt.NDArray[np.float64]) -> float:
-    """Where the drum stands, 0..10: the mean around the most likely tenth."""
-    probs = probs[:CLASSES]
-    peak = int(np.argmax(probs))
-    return (_circular_mean(probs, peak, 4) / 10.0) % 10.0
+    """Where the drum stands, 0..10: the mean within 0.4 of the most likely step."""
+    turn = _turn(probs)
+    per = steps_of(probs)
+    peak = int(np.argmax(turn))
+    return (_circular_mean(turn, peak, _steps(4, per)) / per) % 10.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +281,7 @@ class Calibration:
     raw: tuple[float, ...]
     confidence: tuple[float, ...]
     below: float = 1.0  # how much of d - 0.2 counts for d: see `support`
+    last: float = 1.0  # how much of d + 0.8 counts for d: see `support`
 
     def __call__(self, mass: float) -> float:
         return float(np.interp(mass, self.raw, self.confidence))
@@ -250,19 +289,19 @@ class Calibration:
 
 def decode(probs: npt.NDArray[np.float64], calibration: Calibration) -> DrumPosition:
     """One drum's reading from its distribution over the tenths (and not-a-digit)."""
-    probs = probs[:CLASSES]
-    mass = reached_mass(probs)
+    turn = _turn(probs)
+    per = steps_of(probs)
+    mass = reached_mass(turn)
     digit = int(np.argmax(mass))
+    near = _steps(SETTLED_TENTHS, per)
     settled = sum(
-        float(probs[(10 * d + k) % CLASSES])
-        for d in range(10)
-        for k in range(-SETTLED_TENTHS, SETTLED_TENTHS + 1)
+        float(turn[(per * d + k) % len(turn)]) for d in range(10) for k in range(-near, near + 1)
     )
     return DrumPosition(
-        position=round(position_of(probs), 3),
+        position=round(position_of(turn), 3),
         digit=digit,
         rolling=settled < 0.5,
-        confidence=round(calibration(support(probs, digit, calibration.below)), 3),
+        confidence=round(calibration(support(turn, digit, calibration.below, calibration.last)), 3),
     )
 
 
@@ -287,12 +326,13 @@ def _higher_drum(probs: npt.NDArray[np.float64], carry: float, calibration: Cali
     one with the most mass within SLACK_TENTHS of it. Mass half-way between two digits
     when nothing below turns it is a misread or a slipped drum: no confident digit.
     """
-    shift = round(carry * 10)
-    settled = np.roll(probs[:CLASSES], -shift)
-    window = np.arange(-SLACK_TENTHS, SLACK_TENTHS + 1)
-    mass = np.array([settled[(10 * d + window) % CLASSES].sum() for d in range(10)])
+    per = steps_of(probs)
+    settled = np.roll(_turn(probs), -round(carry * per))
+    slack = _steps(SLACK_TENTHS, per)
+    window = np.arange(-slack, slack + 1)
+    mass = np.array([settled[(per * d + window) % len(settled)].sum() for d in range(10)])
     digit = int(np.argmax(mass))
-    own = (_circular_mean(settled, 10 * digit, 4) / 10.0) - digit
+    own = (_circular_mean(settled, per * digit, _steps(4, per)) / per) - digit
     rolling = carry >= SETTLED_TENTHS / 10 or abs(own) > SETTLED_TENTHS / 10 + 0.05
     return _Drum(digit, calibration(float(mass[digit])), rolling, carry + own)
 
@@ -326,6 +366,7 @@ class ModelInfo:
 
     temperature: float
     calibration: Calibration
+    classes: int = CLASSES  # steps of the whole turn: 100 (tenths) or 200 (twentieths)
 
 
 def _load_info(path: Path) -> ModelInfo:
@@ -336,11 +377,12 @@ def _load_info(path: Path) -> ModelInfo:
     except (OSError, ValueError) as err:
         raise ModelError(f"classifier model metadata {path} is unreadable: {err}") from err
     try:
+        classes = meta["classes"]
         expected = {
             "input": [INPUT_H, INPUT_W],
             "crop": [CROP_H, CROP_W],
-            "classes": CLASSES,
-            "outputs": OUTPUTS,
+            "classes": classes if classes in [10 * s for s in STEPS_PER_DIGIT] else CLASSES,
+            "outputs": classes + 1 if isinstance(classes, int) else OUTPUTS,
         }
         for key, value in expected.items():
             if meta[key] != value:
@@ -351,6 +393,7 @@ def _load_info(path: Path) -> ModelInfo:
         raw = tuple(float(x) for x in meta["calibration"]["raw"])
         conf = tuple(float(x) for x in meta["calibration"]["confidence"])
         below = float(meta["calibration"].get("below", 1.0))
+        last = float(meta["calibration"].get("last", 1.0))
         temperature = float(meta["temperature"])
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"classifier model metadata {path} is incomplete: {err!r}") from err
@@ -360,7 +403,9 @@ def _load_info(path: Path) -> ModelInfo:
         raise ModelError(f"classifier model metadata {path}: temperature must be > 0")
     if not below >= 0.0:
         raise ModelError(f"classifier model metadata {path}: calibration.below must be >= 0")
-    return ModelInfo(temperature, Calibration(raw, conf, below))
+    if not 0.0 <= last <= 1.0:
+        raise ModelError(f"classifier model metadata {path}: calibration.last must be 0..1")
+    return ModelInfo(temperature, Calibration(raw, conf, below, last), int(classes))
 
 
 class ClassifierEngine:
@@ -399,10 +444,11 @@ class ClassifierEngine:
         return net
 
     def probabilities(self, inputs: FloatArray) -> npt.NDArray[np.float64]:
-        """Distribution over the tenths and not-a-digit, shape (n, OUTPUTS)."""
+        """Distribution over the turn's steps and not-a-digit, shape (n, classes + 1)."""
         net = self._net()
         net.setInput(np.ascontiguousarray(inputs, dtype=np.float32))
-        logits = np.asarray(net.forward(), dtype=np.float64).reshape(len(inputs), OUTPUTS)
+        outputs = self.info.classes + 1
+        logits = np.asarray(net.forward(), dtype=np.float64).reshape(len(inputs), outputs)
         logits /= self.info.temperature
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)

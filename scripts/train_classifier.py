@@ -25,12 +25,14 @@ Data (fixed seeds, so a run rebuilds the same set):
   confident digit.
 
 The model sees INPUT_H x INPUT_W grey (digit light on dark, contrast-stretched) and
-says which of 100 tenths of the drum turn it shows (or: no digit). Soft targets: the
-two tenths around a position share it, no label smoothing. After training, a softmax
-temperature is fitted on the validation set, and a calibration map that puts the
-engine's gate (0.6) where the validation digits are wrong under 1 in 1000 (`correct`:
-a photographed drum labelled N may be read as either neighbour). `--recalibrate`
-refits only that, on the cached validation set, for an exported model.
+says which of 100 tenths of the drum turn it shows (`--steps 20`: 200 twentieths), or:
+no digit. Soft targets: the two steps around a position share it, no label smoothing.
+After training, a softmax temperature is fitted on the validation set, and a
+calibration map that puts the engine's gate (0.6) where the validation digits are
+wrong at most `--risk` of the time (`--risk-each`: photographed and simulated drums
+each). `correct`: a photographed drum labelled N may be read as either neighbour, a
+simulated one from APPROACH_FROM on as the digit it rolls into. `--recalibrate` refits
+only that, on the cached validation set, for an exported model.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ NO_DIGIT = float("nan")  # the label of a cell that shows no drum digit
 # Per-drum error allowed above the gate on validation: a 6-drum reading stays well
 # under 0.5 % wrong.
 GATE_RISK = 0.001
+# A simulated drum this far into its turn may be read as the digit it rolls into: the
+# real labels call a drum at d - 0.1 d, and the engine flags a last drum read short of
+# its digit as approaching. Below it (the hard set rolls up to 0.85) it must read floor.
+APPROACH_FROM = 0.86
 # Weight of the tenth under a digit's own (d - 0.2) in the digit's support: see
 # classify's docstring.
 BELOW = 0.5
@@ -437,8 +443,9 @@ def build(frames: int, copies: int, seed: int, workers: int) -> dict[str, np.nda
 # --------------------------------------------------------------------------- training
 
 
-def soft_targets(positions: np.ndarray, spread: float = 0.0) -> np.ndarray:
-    """Targets over the 100 tenths: a position shared by the two tenths around it.
+def soft_targets(positions: np.ndarray, steps: int = 10, spread: float = 0.0) -> np.ndarray:
+    """Targets over the turn's `steps` per digit (10: tenths, 20: twentieths): a
+    position shared by the two steps around it.
 
     No label smoothing by default: the reached digit changes between x.8 and x.9, one
     tenth from where real drums settle (the labels put 37 % of settled digits at x.9),
@@ -446,22 +453,23 @@ def soft_targets(positions: np.ndarray, spread: float = 0.0) -> np.ndarray:
     """
     n = len(positions)
     none = np.isnan(positions)
-    tenths = np.mod(np.nan_to_num(positions.astype(np.float64)) * 10, classify.CLASSES)
-    low = np.floor(tenths).astype(int) % classify.CLASSES
-    frac = tenths - np.floor(tenths)
-    target = np.zeros((n, classify.CLASSES), np.float32)
+    classes = 10 * steps
+    at = np.mod(np.nan_to_num(positions.astype(np.float64)) * steps, classes)
+    low = np.floor(at).astype(int) % classes
+    frac = at - np.floor(at)
+    target = np.zeros((n, classes), np.float32)
     rows = np.arange(n)
     target[rows, low] += 1 - frac
-    target[rows, (low + 1) % classify.CLASSES] += frac
+    target[rows, (low + 1) % classes] += frac
     smooth = (1 - 2 * spread) * target
     smooth += spread * (np.roll(target, 1, axis=1) + np.roll(target, -1, axis=1))
-    out = np.zeros((n, classify.OUTPUTS), np.float32)
-    out[~none, : classify.CLASSES] = smooth[~none]
-    out[none, classify.NOT_A_DIGIT] = 1.0
+    out = np.zeros((n, classes + 1), np.float32)
+    out[~none, :classes] = smooth[~none]
+    out[none, classes] = 1.0  # not a digit
     return out
 
 
-def make_model():  # type: ignore[no-untyped-def]
+def make_model(outputs: int = classify.OUTPUTS):  # type: ignore[no-untyped-def]
     from torch import nn  # noqa: PLC0415 - training-time dependency
 
     def block(cin: int, cout: int) -> list[nn.Module]:
@@ -484,20 +492,22 @@ def make_model():  # type: ignore[no-untyped-def]
         nn.Linear(flat, DENSE),
         nn.ReLU(),
         nn.Dropout(0.2),
-        nn.Linear(DENSE, classify.OUTPUTS),
+        nn.Linear(DENSE, outputs),
     )
 
 
-def train(data: dict[str, np.ndarray], epochs: int, seed: int, batch: int = 256):  # type: ignore[no-untyped-def]
+def train(  # type: ignore[no-untyped-def]
+    data: dict[str, np.ndarray], epochs: int, seed: int, steps: int = 10, batch: int = 256
+):
     import torch  # noqa: PLC0415
 
     torch.manual_seed(seed)
     # One thread: with two, torch's OpenMP workers stall for minutes whenever anything
     # else runs on a two-core machine.
     torch.set_num_threads(1)
-    model = make_model()
+    model = make_model(10 * steps + 1)
     x = torch.from_numpy(data["x"].astype(np.float32))[:, None]
-    t = torch.from_numpy(soft_targets(data["y"]))
+    t = torch.from_numpy(soft_targets(data["y"], steps))
     # Real crops are the scarcer and the closer to what users see: drawn twice as often.
     weights = torch.from_numpy(np.where(data["real"], 2.0, 1.0)).double()
     per_epoch = len(x)
@@ -546,28 +556,37 @@ def logits_of(model, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-de
     return np.concatenate(out).astype(np.float64)
 
 
-def reached(positions: np.ndarray) -> np.ndarray:
+def reached(positions: np.ndarray, steps: int = 10) -> np.ndarray:
     """The digit each true position has reached, by classify's rule on its nearest
-    tenth; -1 for a cell that shows no digit (any digit read there is wrong)."""
-    tenths = np.round(np.nan_to_num(np.asarray(positions, np.float64), nan=-1.0) * 10)
-    digit = np.floor((tenths - classify.REACHED_FROM) / 10).astype(int) % 10
+    step (tenth or twentieth); -1 for a cell that shows no digit (any digit read there
+    is wrong)."""
+    at = np.round(np.nan_to_num(np.asarray(positions, np.float64), nan=-1.0) * steps)
+    first = classify.REACHED_FROM * steps // 10
+    digit = np.floor((at - first) / steps).astype(int) % 10
     return np.where(np.isnan(positions), -1, digit)
 
 
-def correct(digits: np.ndarray, positions: np.ndarray, real: np.ndarray) -> np.ndarray:
+def correct(
+    digits: np.ndarray, positions: np.ndarray, real: np.ndarray, steps: int = 10
+) -> np.ndarray:
     """Whether each read digit is right. A photographed drum between two digits (its
     label is N: more than a tenth from either) may be read as either, as the real
-    labels define; a simulated drum has its exact position, and reads as `reached`."""
-    right = digits == reached(positions)
-    tenths = np.round(np.nan_to_num(np.asarray(positions, np.float64), nan=-1.0) * 10)
+    labels define; a simulated drum has its exact position, and reads as `reached`,
+    or, from APPROACH_FROM on, as the digit it is rolling into (`classify` flags such
+    a last drum approaching, and the judge waits a cycle before it takes the value)."""
+    right = digits == reached(positions, steps)
+    exact = np.nan_to_num(np.asarray(positions, np.float64), nan=-1.0)
+    tenths = np.round(exact * 10)
     between = real & ~np.isnan(positions) & (np.abs(tenths - 10 * np.round(tenths / 10)) > 1)
     upper = (np.floor(tenths / 10).astype(int) + 1) % 10
-    return right | (between & (digits == upper))
+    rolling_in = ~real & ~np.isnan(positions) & (np.mod(exact, 1.0) >= APPROACH_FROM)
+    next_digit = (np.floor(exact).astype(int) + 1) % 10
+    return right | (between & (digits == upper)) | (rolling_in & (digits == next_digit))
 
 
 def evaluate_split(model, x: np.ndarray, y: np.ndarray, real: np.ndarray) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     probs = softmax(logits_of(model, x), 1.0)
-    right = winners(probs) == reached(y)
+    right = winners(probs) == reached(y, probs.shape[1] // 10)
     digit = ~np.isnan(y)
     return float(right[real & digit].mean()), float(right[~real & digit].mean())
 
@@ -769,6 +788,13 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=12000, help="simulated training frames")
     parser.add_argument("--copies", type=int, default=5, help="augmented copies per real crop")
     parser.add_argument("--epochs", type=int, default=11)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        choices=classify.STEPS_PER_DIGIT,
+        default=10,
+        help="steps of a drum's turn per digit the network tells apart (tenths, twentieths)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=CACHE, help="dataset cache (.npz)")
@@ -784,6 +810,12 @@ def main() -> int:
         help="share of d - 0.2 that counts for d, relative to d - 0.1 (classify.support)",
     )
     parser.add_argument(
+        "--last",
+        type=float,
+        default=1.0,
+        help="share of d + 0.8 that counts for d (classify.support)",
+    )
+    parser.add_argument(
         "--risk",
         type=float,
         default=GATE_RISK,
@@ -792,7 +824,13 @@ def main() -> int:
     parser.add_argument(
         "--recalibrate", action="store_true", help="refit --out's calibration on the cache"
     )
+    parser.add_argument(
+        "--risk-each",
+        action="store_true",
+        help="the risk holds for photographed and simulated validation drums each",
+    )
     args = parser.parse_args()
+    rule = GateRule(args.below, args.last, args.risk, args.risk_each)
     # Data are built in worker processes; OpenCV's own threads would only fight them
     # and torch's for the two cores.
     cv2.setNumThreads(1)
@@ -801,7 +839,7 @@ def main() -> int:
         report(args.out, args.report_frames, not args.no_tesseract)
         return 0
     if args.recalibrate:
-        recalibrate(args.out, dict(np.load(args.cache)), args.below, args.risk)
+        recalibrate(args.out, dict(np.load(args.cache)), rule)
         return 0
 
     started = time.time()
@@ -813,17 +851,17 @@ def main() -> int:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.cache, **data)
     built = time.time()
-    model = train(data, args.epochs, args.seed)
+    model = train(data, args.epochs, args.seed, args.steps)
     trained = time.time()
 
     temperature, calibration, support, right = calibrate(
-        logits_of(model, data["vx"]), data["vy"], data["vreal"], args.below, args.risk
+        logits_of(model, data["vx"]), data["vy"], data["vreal"], rule
     )
     meta = {
         "input": [classify.INPUT_H, classify.INPUT_W],
         "crop": [classify.CROP_H, classify.CROP_W],
-        "classes": classify.CLASSES,
-        "outputs": classify.OUTPUTS,
+        "classes": 10 * args.steps,
+        "outputs": 10 * args.steps + 1,
         "temperature": round(temperature, 4),
         "calibration": calibration,
         "trained": {
@@ -850,33 +888,47 @@ def main() -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class GateRule:
+    """How a digit's support is counted (`classify.support`) and where the gate goes."""
+
+    below: float = BELOW  # share of d - 0.2 that counts for d, relative to d - 0.1
+    last: float = 1.0  # share of d + 0.8 that counts for d
+    risk: float = GATE_RISK  # validation drums allowed wrong at or above the gate
+    # The risk holds for the photographed and the simulated drums each; pooled, the
+    # six times more simulated drums place the gate all but alone.
+    each: bool = False
+
+
 def calibrate(
-    logits: np.ndarray,
-    positions: np.ndarray,
-    real: np.ndarray,
-    below: float,
-    risk: float = GATE_RISK,
+    logits: np.ndarray, positions: np.ndarray, real: np.ndarray, rule: GateRule
 ) -> tuple[float, dict[str, object], np.ndarray, np.ndarray]:
     """Temperature and confidence calibration from validation logits; also each
     sample's support and whether its winning digit is right (`correct`)."""
-    temperature = fit_temperature(logits, soft_targets(positions))
+    steps = logits.shape[1] // 10
+    temperature = fit_temperature(logits, soft_targets(positions, steps))
     probs = softmax(logits, temperature)
     digits = winners(probs)
-    right = correct(digits, positions, real)
+    right = correct(digits, positions, real, steps)
     support = np.array(
-        [classify.support(p, int(d), below) for p, d in zip(probs, digits, strict=True)]
+        [
+            classify.support(p, int(d), rule.below, rule.last)
+            for p, d in zip(probs, digits, strict=True)
+        ]
     )
+    groups = [real, ~real] if rule.each else [np.ones_like(real)]
+    fits = [fit_calibration(support[g], right[g], rule.risk) for g in groups if g.any()]
     calibration: dict[str, object] = {
-        **fit_calibration(support, right, risk),
-        "below": below,
-        "risk": risk,
+        **max(fits, key=lambda fit: fit["raw"][2]),  # the strictest gate
+        "below": rule.below,
+        "last": rule.last,
+        "risk": rule.risk,
+        "risk_each": rule.each,
     }
     return temperature, calibration, support, right
 
 
-def recalibrate(
-    model: Path, data: dict[str, np.ndarray], below: float, risk: float = GATE_RISK
-) -> None:
+def recalibrate(model: Path, data: dict[str, np.ndarray], rule: GateRule) -> None:
     """Refit an exported model's temperature and calibration (its sidecar JSON) on the
     validation set, e.g. for another weight of the tenth below a digit."""
     net = cv2.dnn.readNetFromONNX(str(model))
@@ -885,7 +937,7 @@ def recalibrate(
         net.setInput(np.ascontiguousarray(data["vx"][k : k + 1024, None], dtype=np.float32))
         chunks.append(np.asarray(net.forward(), dtype=np.float64))
     temperature, calibration, support, right = calibrate(
-        np.concatenate(chunks), data["vy"], data["vreal"], below, risk
+        np.concatenate(chunks), data["vy"], data["vreal"], rule
     )
     meta_path = model.with_suffix(".json")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))

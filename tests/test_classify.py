@@ -114,14 +114,34 @@ def test_metadata_for_another_input_size_is_refused(tmp_path: Path) -> None:
         ClassifierEngine(model)
 
 
-def test_metadata_with_a_negative_support_share_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("classes", "outputs"), [(200, 201), (150, 151), (200, 101)])
+def test_metadata_in_tenths_or_twentieths_is_accepted_and_other_steps_refused(
+    tmp_path: Path, classes: int, outputs: int
+) -> None:
     model = tmp_path / "drum_classifier.onnx"
     shutil.copy(classify.DEFAULT_MODEL, model)
     meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
-    meta["calibration"]["below"] = -0.5
+    meta["classes"], meta["outputs"] = classes, outputs
     model.with_suffix(".json").write_text(json.dumps(meta))
 
-    with pytest.raises(ModelError, match="below"):
+    if (classes, outputs) == (200, 201):
+        assert ClassifierEngine(model).info.classes == 200
+    else:
+        with pytest.raises(ModelError, match="classes" if classes == 150 else "outputs"):
+            ClassifierEngine(model)
+
+
+@pytest.mark.parametrize(("key", "value"), [("below", -0.5), ("last", 1.5), ("last", -0.1)])
+def test_metadata_with_a_support_share_out_of_range_is_refused(
+    tmp_path: Path, key: str, value: float
+) -> None:
+    model = tmp_path / "drum_classifier.onnx"
+    shutil.copy(classify.DEFAULT_MODEL, model)
+    meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
+    meta["calibration"][key] = value
+    model.with_suffix(".json").write_text(json.dumps(meta))
+
+    with pytest.raises(ModelError, match=key):
         ClassifierEngine(model)
 
 
@@ -356,6 +376,66 @@ def test_the_support_of_the_digit_reached_at_x8_is_its_own() -> None:
 
     assert drum.digit == 2
     assert drum.confidence > 0.99
+
+
+def test_a_drum_at_x8_is_not_trusted_as_its_floor_when_the_last_tenth_does_not_count() -> None:
+    # Photographed drums at 2.8 are labelled "between", those at 2.9 "3"; a model that
+    # cannot tell them apart well enough must not call 2.8 a sure 2.
+    doubtful = classify.Calibration((0.0, 1.0), (0.0, 1.0), last=0.0)
+
+    at_x8 = classify.decode(_mixed((2.8, 1.0)), doubtful)
+    at_x7 = classify.decode(_mixed((2.7, 1.0)), doubtful)
+    twentieths = classify.decode(_twentieths((2.8, 0.5), (2.75, 0.5)), doubtful)
+
+    assert (at_x8.digit, at_x8.confidence) == (2, pytest.approx(0.0, abs=1e-3))
+    assert (at_x7.digit, at_x7.confidence) == (2, pytest.approx(1.0, abs=1e-3))
+    assert (twentieths.digit, twentieths.confidence) == (2, pytest.approx(0.5, abs=1e-3))
+
+
+def _twentieths(*weights: tuple[float, float]) -> np.ndarray:
+    """A distribution over the twentieths of the turn (and not-a-digit) with `weight`
+    at each `position`."""
+    probs = np.full(201, 1e-6)
+    for position, weight in weights:
+        probs[round(position * 20) % 200] += weight
+    return np.asarray(probs / probs.sum(), dtype=np.float64)
+
+
+HALF_BELOW = classify.Calibration((0.0, 1.0), (0.0, 1.0), below=0.5)
+
+
+def test_in_twentieths_a_drum_a_tenth_short_of_a_digit_is_that_digit() -> None:
+    # Spilling a little onto 2.85, which counts up to half the mass on 2.9.
+    drum = classify.decode(_twentieths((2.9, 0.75), (2.85, 0.25)), HALF_BELOW)
+
+    assert drum.digit == 3
+    assert drum.confidence > 0.99
+    assert 2.85 < drum.position < 2.9
+
+
+def test_in_twentieths_a_drum_at_x85_is_not_confidently_the_next_digit() -> None:
+    at = classify.decode(_twentieths((2.85, 0.9), (2.9, 0.1)), HALF_BELOW)
+    split = classify.support(_twentieths((2.85, 0.5), (2.9, 0.5)), 3, HALF_BELOW.below)
+
+    assert (at.digit, at.confidence) == (2, pytest.approx(0.9, abs=1e-3))
+    assert split == pytest.approx(0.75, abs=1e-3)
+
+
+def test_in_twentieths_the_support_does_not_reach_x8() -> None:
+    drum = classify.decode(_twentieths((2.8, 0.5), (2.9, 0.5)), IDENTITY)
+
+    assert drum.confidence <= 0.5 + 1e-3
+
+
+def test_a_carry_reads_alike_in_tenths_and_twentieths() -> None:
+    positions = (1.0, 2.6, 9.6, 9.65)
+
+    tenths = classify.assemble(np.stack([_peaked(p) for p in positions]), IDENTITY)
+    twentieths = classify.assemble(np.stack([_twentieths((p, 1.0)) for p in positions]), IDENTITY)
+
+    assert tenths.digits == twentieths.digits == "1299"
+    assert twentieths.rolling == (False, True, True, True)
+    assert twentieths.confidence > 0.9
 
 
 def test_the_classifier_is_selectable_in_the_config() -> None:
