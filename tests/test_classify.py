@@ -11,7 +11,9 @@ import csv
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -103,12 +105,18 @@ def test_a_missing_model_file_says_how_to_get_one(tmp_path: Path) -> None:
         ClassifierEngine(model)
 
 
-def test_metadata_for_another_input_size_is_refused(tmp_path: Path) -> None:
+def packaged_with(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the packaged model whose metadata `edit` has changed."""
     model = tmp_path / "drum_classifier.onnx"
     shutil.copy(classify.DEFAULT_MODEL, model)
     meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
-    meta["input"] = [64, 40]
+    edit(meta)
     model.with_suffix(".json").write_text(json.dumps(meta))
+    return model
+
+
+def test_metadata_for_another_input_size_is_refused(tmp_path: Path) -> None:
+    model = packaged_with(tmp_path, lambda meta: meta.update(input=[64, 40]))
 
     with pytest.raises(ModelError, match="input"):
         ClassifierEngine(model)
@@ -118,11 +126,7 @@ def test_metadata_for_another_input_size_is_refused(tmp_path: Path) -> None:
 def test_metadata_in_tenths_or_twentieths_is_accepted_and_other_steps_refused(
     tmp_path: Path, classes: int, outputs: int
 ) -> None:
-    model = tmp_path / "drum_classifier.onnx"
-    shutil.copy(classify.DEFAULT_MODEL, model)
-    meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
-    meta["classes"], meta["outputs"] = classes, outputs
-    model.with_suffix(".json").write_text(json.dumps(meta))
+    model = packaged_with(tmp_path, lambda meta: meta.update(classes=classes, outputs=outputs))
 
     if (classes, outputs) == (200, 201):
         assert ClassifierEngine(model).info.classes == 200
@@ -135,11 +139,7 @@ def test_metadata_in_tenths_or_twentieths_is_accepted_and_other_steps_refused(
 def test_metadata_with_a_support_share_out_of_range_is_refused(
     tmp_path: Path, key: str, value: float
 ) -> None:
-    model = tmp_path / "drum_classifier.onnx"
-    shutil.copy(classify.DEFAULT_MODEL, model)
-    meta = json.loads(classify.DEFAULT_MODEL.with_suffix(".json").read_text())
-    meta["calibration"][key] = value
-    model.with_suffix(".json").write_text(json.dumps(meta))
+    model = packaged_with(tmp_path, lambda meta: meta["calibration"].update({key: value}))
 
     with pytest.raises(ModelError, match=key):
         ClassifierEngine(model)
