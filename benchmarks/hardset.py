@@ -239,6 +239,19 @@ class Stream:
                 shots.append(Shot(frame.image, ts, frame.truth, frame.rolling))
             yield CycleShots(index, value, truth, tuple(shots))
 
+    def more_shots(self, cycle: CycleShots, count: int) -> list[Shot]:
+        """A second burst of `cycle` (the daemon asks for one when the first is short of
+        a majority): the counter still at the cycle's value. Drawn from a generator of
+        the cycle's own, so that asking leaves every other frame of the set unchanged."""
+        rng = np.random.default_rng((self.installation.seed, cycle.index, 1))
+        start = cycle.shots[-1].ts + timedelta(seconds=BURST_GAP_S)
+        shots = []
+        for k in range(count):
+            frame = simulate.render(self.style, cycle.value, self.conditions(rng), rng)
+            ts = start + timedelta(seconds=BURST_GAP_S * k)
+            shots.append(Shot(frame.image, ts, frame.truth, frame.rolling))
+        return shots
+
 
 def streams(seen: bool, cycles: int, burst: int, installations: int | None = None) -> list[Stream]:
     """The hard set (seen=False) or its seen-styles twin, as streams of cycles."""

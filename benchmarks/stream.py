@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.hardset import Stream
+from benchmarks.hardset import CycleShots, Stream
 from benchmarks.scoring import BASELINE, Outcome, Recorder, baseline_read, late_roll
 from edgemeter.config import Config, parse_config
 from edgemeter.daemon import Cycle, Daemon
@@ -162,11 +162,20 @@ def replay(stream: Stream, engines: dict[str, OcrEngine], baseline: bool) -> Str
                 Frame(shot.image, shot.ts, "benchmark", truth=shot.truth)
                 for shot in cycle_shots.shots
             ]
+
+            def more(count: int, cycle_shots: CycleShots = cycle_shots) -> list[Frame]:
+                return [
+                    Frame(shot.image, shot.ts, "benchmark", truth=shot.truth)
+                    for shot in stream.more_shots(cycle_shots, count)
+                ]
+
             for name, (daemon, recorder) in runs.items():
                 before = len(daemon.published)
-                cycle = daemon.cycle(frames)
+                cycle = daemon.cycle(frames, more=more)
                 daemon.settle(cycle)
-                reads = recorder.take()
+                # A second burst's frames count in the stream, not in the single-frame
+                # score: every engine is scored on the same frames.
+                reads = recorder.take()[: len(frames)]
                 if len(reads) != len(frames):
                     raise RuntimeError(f"{stream.label}: the window does not fit the frame")
                 outcomes[name] += [

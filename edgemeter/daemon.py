@@ -30,7 +30,15 @@ from edgemeter.history import History, HistoryError
 from edgemeter.notify import Notifier
 from edgemeter.ocr import Cells, NoReading, OcrEngine, OcrUnavailable, Reading, make_engine
 from edgemeter.outbox import Outbox, OutboxError
-from edgemeter.plausibility import Memory, Rules, Verdict, judge, to_units, vote
+from edgemeter.plausibility import (
+    Memory,
+    Rules,
+    Verdict,
+    judge,
+    to_units,
+    vote,
+    worth_more_frames,
+)
 from edgemeter.publish import Publisher, reading_payload
 from edgemeter.snapshot import draw_overlay
 from edgemeter.source import (
@@ -131,13 +139,32 @@ class Daemon:
     def units(self, raw: int) -> float:
         return to_units(raw, self.config.meter.decimals)
 
-    def grab_burst(self) -> list[Frame]:
-        frames = []
-        for _ in range(self.burst):
-            frames.append(self.source.read())
-        return frames
+    def grab_burst(self, count: int | None = None) -> list[Frame]:
+        return [self.source.read() for _ in range(self.burst if count is None else count)]
 
-    def cycle(self, frames: list[Frame]) -> Cycle:
+    def cycle(self, frames: list[Frame], more: Callable[[int], list[Frame]] | None = None) -> Cycle:
+        """Read a burst and judge what it shows. A burst whose sure frames agree but are
+        no majority takes one more burst from `more`, and the vote is over both."""
+        gate = self.rules.min_confidence
+        readings, window_image, cells = self.read_frames(frames)
+        if more is not None and worth_more_frames(readings, gate):
+            try:
+                extra = more(len(frames))
+            except (SourceError, SourceEnded) as err:
+                log.info("second burst not taken: %s", err)
+                extra = []
+            if extra:
+                log.debug("second burst frames=%d", len(extra))
+                read, window_image, cells = self.read_frames(extra)
+                readings, frames = readings + read, frames + extra
+        reading = vote(readings, gate)
+        verdict = judge(self.memory, reading, frames[-1].ts, self.rules)
+        return Cycle(frames[-1], window_image, reading, verdict, cells)
+
+    def read_frames(
+        self, frames: list[Frame]
+    ) -> tuple[list[Reading | NoReading], np.ndarray | None, Cells | None]:
+        """Each frame's reading, and the last frame's window and cells (for the page)."""
         readings: list[Reading | NoReading] = []
         window_image = None
         cells = None
@@ -152,9 +179,7 @@ class Daemon:
             # The cells come with the reading at no extra cost: the web page shows them.
             read, cells = self.engine.read_seen(window_image, digits)
             readings.append(read)
-        reading = vote(readings, self.rules.min_confidence)
-        verdict = judge(self.memory, reading, frames[-1].ts, self.rules)
-        return Cycle(frames[-1], window_image, reading, verdict, cells)
+        return readings, window_image, cells
 
     def settle(self, cycle: Cycle) -> None:
         """Publish, record and persist what a cycle decided."""
@@ -305,7 +330,7 @@ class Daemon:
             failures = 0
             fault = self.inspect(frames)
             if fault is None:
-                self.settle(self.cycle(frames))
+                self.settle(self.cycle(frames, more=self.grab_burst))
             else:
                 self.report_camera(f"camera: {fault.reason}", frames[-1].ts)
             self.feed_watchdog()

@@ -525,6 +525,14 @@ def _form_problem(reading: Reading, rules: Rules) -> str | None:
     return None
 
 
+def worth_more_frames(readings: Sequence[Reading | NoReading], gate: float) -> bool:
+    """Whether more frames could settle a burst the vote leaves unsettled: every frame
+    read at the gate agrees, but they are no majority (the others were unread: glare,
+    a shake, a dark frame). A dissent is not: more frames would not make it agree."""
+    sure = {r.digits for r in readings if isinstance(r, Reading) and r.confidence >= gate}
+    return len(sure) == 1 and isinstance(vote(readings, gate), NoReading)
+
+
 def _merge(group: Sequence[Reading], burst: int) -> Reading:
     """One reading from frames that agree on the digits (a strict majority of `burst`).
 

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from edgemeter.config import MeterConfig, PlausibilityConfig
 from edgemeter.ocr import NoReading, Reading
-from edgemeter.plausibility import Memory, Rules, Verdict, judge, to_units, vote
+from edgemeter.plausibility import (
+    Memory,
+    Rules,
+    Verdict,
+    judge,
+    to_units,
+    vote,
+    worth_more_frames,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -703,6 +711,16 @@ def test_vote_needs_a_strict_majority() -> None:
     result = vote([read("012345"), read("012345"), read("012346"), read("012346")])
 
     assert result == NoReading("burst disagreed: 012345 x2, 012346 x2")
+
+
+def test_a_burst_of_sure_frames_short_of_a_majority_is_worth_more_frames() -> None:
+    unsure = Reading("012346", (0.95,) * 5 + (0.41,), (False,) * 6)
+
+    assert worth_more_frames([read("012345"), NoReading("glare"), unsure], 0.6)
+    # Settled already, or nothing sure, or a sure dissent: more frames cannot help.
+    assert not worth_more_frames([read("012345"), NoReading("glare"), read("012345")], 0.6)
+    assert not worth_more_frames([unsure, NoReading("glare"), NoReading("dark")], 0.6)
+    assert not worth_more_frames([read("012345"), read("012346"), NoReading("glare")], 0.6)
 
 
 def test_vote_of_a_single_frame_is_that_frame() -> None:
