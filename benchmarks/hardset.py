@@ -230,14 +230,8 @@ class Stream:
         rng = np.random.default_rng(self.installation.seed + 2)
         for index, value in enumerate(self.values()):
             start = START_TIME + timedelta(seconds=CYCLE_S * index)
-            shots = []
-            truth = ""
-            for k in range(self.burst):
-                frame: SimFrame = simulate.render(self.style, value, self.conditions(rng), rng)
-                truth = frame.truth
-                ts = start + timedelta(seconds=BURST_GAP_S * k)
-                shots.append(Shot(frame.image, ts, frame.truth, frame.rolling))
-            yield CycleShots(index, value, truth, tuple(shots))
+            shots = self.shots(value, self.burst, start, rng)
+            yield CycleShots(index, value, shots[-1].truth, tuple(shots))
 
     def more_shots(self, cycle: CycleShots, count: int) -> list[Shot]:
         """A second burst of `cycle` (the daemon asks for one when the first is short of
@@ -245,9 +239,15 @@ class Stream:
         the cycle's own, so that asking leaves every other frame of the set unchanged."""
         rng = np.random.default_rng((self.installation.seed, cycle.index, 1))
         start = cycle.shots[-1].ts + timedelta(seconds=BURST_GAP_S)
+        return self.shots(cycle.value, count, start, rng)
+
+    def shots(
+        self, value: float, count: int, start: datetime, rng: np.random.Generator
+    ) -> list[Shot]:
+        """`count` frames of the counter at `value`, BURST_GAP_S apart from `start`."""
         shots = []
         for k in range(count):
-            frame = simulate.render(self.style, cycle.value, self.conditions(rng), rng)
+            frame: SimFrame = simulate.render(self.style, value, self.conditions(rng), rng)
             ts = start + timedelta(seconds=BURST_GAP_S * k)
             shots.append(Shot(frame.image, ts, frame.truth, frame.rolling))
         return shots
