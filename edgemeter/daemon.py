@@ -8,12 +8,14 @@ turns failures into log lines instead of a crash loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import select
 import signal
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +70,50 @@ STOP_FLUSH_S = 2.0
 WEB_FRAME_WIDTH = 1024
 
 
+class StopRequest:
+    """A request to stop that a signal handler can make.
+
+    Not a threading.Event: a handler runs on the main thread between two bytecodes, and
+    if that is inside Event.wait, which holds the Event's lock, Event.set waits for
+    that lock for ever. A script that signals a loop of Event.wait(0) hangs within 50
+    signals. Here the handler only sets a flag and writes a byte to a pipe that a wait
+    selects on, and neither takes a lock.
+    """
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self._requested = False
+        self._closed = False
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        os.set_blocking(self._wakeup_write, False)
+
+    def set(self, signum: int | None = None) -> None:
+        if signum is not None:
+            self.signal = signal.Signals(signum)
+        self._requested = True
+        if self._closed:  # a late signal: its descriptor number may be another file's now
+            return
+        with contextlib.suppress(BlockingIOError):  # a full pipe already wakes a wait
+            os.write(self._wakeup_write, b"\0")
+
+    def is_set(self) -> bool:
+        return self._requested
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to timeout_s, or less if a stop is requested; whether one was."""
+        if not self._requested and not self._closed:
+            # A request made after the check has written its byte: select returns at once.
+            select.select([self._wakeup_read], [], [], max(0.0, timeout_s))
+        return self._requested
+
+    def close(self) -> None:
+        # The flag first: a handler runs on this thread, between two of its bytecodes.
+        self._closed = True
+        for fd in (self._wakeup_read, self._wakeup_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 @dataclass(frozen=True)
 class Cycle:
     """What one cycle saw: the last frame, its window crop, and the judged result."""
@@ -102,7 +148,7 @@ class Daemon:
         self.last_errors: dict[str, str] = {}
         self.window = DigitWindow.from_config(config.window)
         self.rules = Rules.from_config(config.meter, config.plausibility)
-        self.stop_event = threading.Event()
+        self.stop_request = StopRequest()
         self.memory = Memory()
         # When the camera last showed it is alive: a frame that is new, not a repeat.
         self.last_frame_at = time.monotonic()
@@ -115,8 +161,9 @@ class Daemon:
         self.burst = 1 if config.camera.source == "files" else config.plausibility.burst
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping signal=%s", signal.Signals(signum).name)
-        self.stop_event.set()
+        # No logging here: a handler that writes to a log stream the main thread is
+        # writing to raises "reentrant call". shutdown() says which signal it was.
+        self.stop_request.set(signum)
 
     def load_state(self) -> None:
         try:
@@ -295,14 +342,14 @@ class Daemon:
     def open_source(self) -> bool:
         """Open the source, retrying with backoff until it opens or we are told to stop."""
         delay = 1.0
-        while not self.stop_event.is_set():
+        while not self.stop_request.is_set():
             try:
                 self.source.open()
             except SourceMissing:
                 raise
             except SourceError as err:
                 log.error("camera %s; retrying in %.0f s", err, delay)
-                self.stop_event.wait(delay)
+                self.stop_request.wait(delay)
                 delay = min(delay * 2, 60.0)
             else:
                 return True
@@ -311,7 +358,7 @@ class Daemon:
     def loop(self) -> int:
         interval = self.config.camera.interval_s
         failures = 0
-        while not self.stop_event.is_set():
+        while not self.stop_request.is_set():
             started = time.monotonic()
             try:
                 frames = self.grab_burst()
@@ -323,7 +370,7 @@ class Daemon:
                 log.warning("camera no frame failures=%d: %s", failures, err)
                 self.report_camera(f"camera: {err}", _now())
                 self.feed_watchdog()
-                self.stop_event.wait(min(2.0**failures, max(interval, 1.0), 30.0))
+                self.stop_request.wait(min(2.0**failures, max(interval, 1.0), 30.0))
                 continue
             if failures:
                 log.info("camera frames again after failures=%d", failures)
@@ -334,7 +381,7 @@ class Daemon:
             else:
                 self.report_camera(f"camera: {fault.reason}", frames[-1].ts)
             self.feed_watchdog()
-            self.stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
+            self.stop_request.wait(max(0.0, interval - (time.monotonic() - started)))
         return EXIT_OK
 
     def inspect(self, frames: list[Frame]) -> FrameFault | None:
@@ -375,7 +422,7 @@ class Daemon:
         if self.publisher is None:
             return
         if until_stopped:
-            while not self.stop_event.is_set() and not self.publisher.flush(1.0):
+            while not self.stop_request.is_set() and not self.publisher.flush(1.0):
                 log.info("waiting for the broker to deliver the outbox")
         self.publisher.stop(STOP_FLUSH_S)
 
@@ -407,14 +454,17 @@ class Daemon:
         try:
             status = self.loop()
         finally:
-            self.shutdown(replay_ended=not self.stop_event.is_set())
+            self.shutdown(replay_ended=not self.stop_request.is_set())
         return status
 
     def shutdown(self, replay_ended: bool) -> None:
+        if self.stop_request.signal is not None:
+            log.info("stopping signal=%s", self.stop_request.signal.name)
         self.notifier.stopping()
         self.source.close()
         self.drain(until_stopped=replay_ended)
         self.notifier.close()
+        self.stop_request.close()
         log.info("stopped")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -71,6 +73,8 @@ def daemon_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
+    # A daemon that hangs dumps every thread's stack on SIGABRT: see stop_daemon().
+    env["PYTHONFAULTHANDLER"] = "1"
     env.update(extra)
     return env
 
@@ -93,6 +97,23 @@ def run_daemon(config: Path, log: Path, timeout_s: float = 120.0) -> int:
         return process.wait(timeout=timeout_s)
     finally:
         kill_if_running(process)
+
+
+def stop_daemon(process: subprocess.Popen[bytes], log: Path, timeout_s: float = 20.0) -> int:
+    """SIGTERM, as systemd stops the unit, and the exit status. A daemon that does not
+    stop in time is aborted, so the test fails with the stack it hung in, not a bare
+    timeout."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        tail = log.read_text(errors="replace")[-6000:]
+        raise AssertionError(
+            f"the daemon did not stop within {timeout_s:g} s of SIGTERM; its log ends:\n{tail}"
+        ) from None
 
 
 def kill_if_running(process: subprocess.Popen[bytes]) -> None:

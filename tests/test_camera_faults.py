@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import pytest
 from broker import Broker, Received, Subscriber, wait_for
-from replay import kill_if_running, start_daemon, write_config
+from replay import kill_if_running, start_daemon, stop_daemon, write_config
 
 from edgemeter import simulate
 from edgemeter.config import OcrConfig, WindowConfig
@@ -307,8 +307,7 @@ def rig(tmp_path: Path, broker: Broker) -> Iterator[Rig]:
             yield rig
             if rig.fault is not None:
                 print(measured(rig, rig.fault))
-            process.terminate()
-            assert process.wait(timeout=STOP_TIMEOUT_S) == 0
+            assert stop_daemon(process, log, STOP_TIMEOUT_S) == 0
         finally:
             kill_if_running(process)
             watchdog.close()

@@ -19,7 +19,14 @@ import cv2
 import numpy as np
 import pytest
 from broker import Broker, Received, Subscriber, collect, wait_for
-from replay import kill_if_running, run_daemon, start_daemon, write_config, write_frames
+from replay import (
+    kill_if_running,
+    run_daemon,
+    start_daemon,
+    stop_daemon,
+    write_config,
+    write_frames,
+)
 
 from edgemeter.plausibility import Memory
 from edgemeter.snapshot import CELL_COLOUR
@@ -212,8 +219,7 @@ def test_sigterm_stops_cleanly_and_publishes_offline(tmp_path: Path, broker: Bro
         process = start_daemon(config, tmp_path / "daemon.log")
         try:
             assert len(values(live.wait_until(lambda m: len(values(m)) >= 2, 60))) >= 2
-            process.send_signal(signal.SIGTERM)
-            status = process.wait(timeout=15)
+            status = stop_daemon(process, tmp_path / "daemon.log", 15)
         finally:
             kill_if_running(process)
         assert status == 0
@@ -237,8 +243,7 @@ def test_a_restarted_simulated_counter_carries_on_from_the_last_value(
             process = start_daemon(config, tmp_path / f"daemon{run}.log")
             try:
                 live.wait_until(lambda m, n=2 * run: len(values(m)) >= n, 60)
-                process.send_signal(signal.SIGTERM)
-                assert process.wait(timeout=15) == 0
+                assert stop_daemon(process, tmp_path / f"daemon{run}.log", 15) == 0
             finally:
                 kill_if_running(process)
             if run == 1:

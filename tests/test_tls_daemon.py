@@ -10,7 +10,6 @@ output, not in `check-config`, not in anything published, not on the web page.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from broker import Broker, Received, Subscriber, free_port, wait_for
-from replay import kill_if_running, start_daemon, write_config, write_frames
+from replay import kill_if_running, start_daemon, stop_daemon, write_config, write_frames
 
 PREFIX = "edgemeter/test"
 USER = "edgemeter"
@@ -139,8 +138,7 @@ def test_wrong_password_is_a_clear_error_and_the_daemon_keeps_retrying(
         try:
             assert wait_for(lambda: len(refusals()) >= 3, 60)
             assert process.poll() is None  # retrying, not exiting into a crash loop
-            process.send_signal(signal.SIGTERM)
-            status = process.wait(timeout=30)
+            status = stop_daemon(process, log, 30)
         finally:
             kill_if_running(process)
         published = everything_published(everything.messages)
