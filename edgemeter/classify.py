@@ -117,6 +117,15 @@ TALLER = (1.25, 1.5)
 # A second look is a second chance at a confident reading, so it must clear more than
 # the gate: at least this, and agree with every drum the first look was sure of.
 SECOND_LOOK = 0.8
+# A reading still withheld gets its row found again on copies of the window smoothed by
+# these Gaussian sigmas (pixels), and its cells cut from the window itself: sensor
+# noise in a dim frame breaks the row finder's binarisations into specks and merged
+# blobs, and the row it then finds is off by a drum or part of a digit. Noise is per
+# pixel, so the sigmas are in pixels, not digit heights.
+SMOOTHED = (0.8, 1.2, 1.6)
+# A drum that only a smoothed look reads must read at least this: that look is a third
+# chance, and the window it reads is one the first looks could not place.
+RESCUED = 0.9
 
 
 class ModelError(Exception):
@@ -496,14 +505,15 @@ class ClassifierEngine:
             return assemble(probs, self.info.calibration), seen, probs
         rows = row_hypotheses(grey, digits)
         if isinstance(rows, NoReading):
-            return rows, None, None
+            return self._smoothed_look(grey, digits, (rows, None, None))
         if len(rows[0].found) == digits and len(rows) > 1:
             # Every drum found whole on one grid: that is the counter, unless its
             # drums do not read as digits. The network's time goes to the rest only then.
             first = self._choose(grey, rows[:1], digits)
             if isinstance(first[0], Reading) and first[0].confidence >= SURE:
                 return first
-        return self._second_look(grey, rows, digits, self._choose(grey, rows, digits))
+        looked = self._second_look(grey, rows, digits, self._choose(grey, rows, digits))
+        return self._smoothed_look(grey, digits, looked)
 
     def _second_look(self, grey: Image, rows: list[Row], digits: int, first: Seen) -> Seen:
         """`first` if it clears the gate; else the most confident reading of the same
@@ -523,6 +533,28 @@ class ClassifierEngine:
                 and got.confidence > best_confidence
                 and not got.approaching
                 and keeps_sure(reading, got, self.gate)
+            ):
+                best, best_confidence = seen, got.confidence
+        return best
+
+    def _smoothed_look(self, grey: Image, digits: int, first: Seen) -> Seen:
+        """`first` if it clears the gate; else the most confident reading of a row found
+        on a SMOOTHED copy of the window (cut from the window itself, with its own
+        second look) that `rescues` it."""
+        reading = first[0]
+        if isinstance(reading, Reading) and reading.confidence >= self.gate:
+            return first
+        best, best_confidence = first, 0.0
+        for sigma in SMOOTHED:
+            rows = row_hypotheses(cv2.GaussianBlur(grey, (0, 0), sigma), digits)
+            if isinstance(rows, NoReading):
+                continue
+            seen = self._second_look(grey, rows, digits, self._choose(grey, rows, digits))
+            got = seen[0]
+            if (
+                isinstance(got, Reading)
+                and got.confidence > best_confidence
+                and rescues(reading, got, self.gate)
             ):
                 best, best_confidence = seen, got.confidence
         return best
@@ -602,6 +634,22 @@ def keeps_sure(first: Reading | NoReading, second: Reading, gate: float) -> bool
         for a, b, confidence in zip(first.digits, second.digits, first.confidences, strict=True)
         if confidence >= gate
     )
+
+
+def rescues(first: Reading | NoReading, later: Reading, gate: float) -> bool:
+    """Whether a later look's reading may stand for a withheld `first`: it clears
+    SECOND_LOOK, is not approaching, keeps every drum `first` was sure of, and reads
+    each drum `first` was not sure of (every drum, if `first` is no reading) at RESCUED."""
+    if later.confidence < max(SECOND_LOOK, gate) or later.approaching:
+        return False
+    if isinstance(first, NoReading):
+        return later.confidence >= RESCUED
+    unsure = [
+        confidence
+        for confidence, before in zip(later.confidences, first.confidences, strict=True)
+        if before < gate
+    ]
+    return keeps_sure(first, later, gate) and min(unsure, default=1.0) >= RESCUED
 
 
 def corners_of(where: CellGeometry) -> tuple[tuple[float, float], ...]:
