@@ -5,7 +5,9 @@ its glyph cleaning): every way the drums may lie, when some were not found as wh
 digits (turning, of another colour, seven-segment pieces). Each drum is cut at a fixed
 geometry around the digit band, made grey with the digit light on dark,
 contrast-stretched and scaled to the network's input, and the placement whose drums
-read best is kept (see `ClassifierEngine._choose`). The network says where the drum
+read best is kept (see `ClassifierEngine._choose`); a reading below the gate gets a
+second look with taller cuts, then a look at rows found on smoothed copies of the
+window (`_second_look`, `_smoothed_look`). The network says where the drum
 stands, as a distribution over the 100 tenths of its turn (3.4: 40 % of the way from 3
 to 4; a model may tell twentieths apart instead, see STEPS_PER_DIGIT), or that the cell
 shows no drum digit at all (a cut between two drums, the bezel). From that
