@@ -46,6 +46,7 @@ import dataclasses
 import itertools
 import json
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -519,47 +520,30 @@ class ClassifierEngine:
 
     def _second_look(self, grey: Image, rows: list[Row], digits: int, first: Seen) -> Seen:
         """`first` if it clears the gate; else the most confident reading of the same
-        placements cut TALLER that clears SECOND_LOOK, keeps every drum `first` was sure
-        of, and is not approaching (a taller cut shows more of a digit rolling in)."""
-        reading = first[0]
-        if isinstance(reading, Reading) and reading.confidence >= self.gate:
+        placements cut TALLER that `rescues` it (with no bar of its own on the drums
+        `first` was unsure of); a taller cut shows more of a digit rolling in, so an
+        approaching reading never does."""
+        if self._clears(first):
             return first
-        best, best_confidence = first, 0.0
-        for scale in TALLER:
-            taller = [dataclasses.replace(r, digit_height=r.digit_height * scale) for r in rows]
-            seen = self._choose(grey, taller, digits)
-            got = seen[0]
-            if (
-                isinstance(got, Reading)
-                and got.confidence >= max(SECOND_LOOK, self.gate)
-                and got.confidence > best_confidence
-                and not got.approaching
-                and keeps_sure(reading, got, self.gate)
-            ):
-                best, best_confidence = seen, got.confidence
-        return best
+        taller = (
+            self._choose(grey, [taller_row(r, scale) for r in rows], digits) for scale in TALLER
+        )
+        return most_sure(first, taller, self.gate, unsure_at=0.0)
 
     def _smoothed_look(self, grey: Image, digits: int, first: Seen) -> Seen:
         """`first` if it clears the gate; else the most confident reading of a row found
         on a SMOOTHED copy of the window (cut from the window itself, with its own
         second look) that `rescues` it."""
-        reading = first[0]
-        if isinstance(reading, Reading) and reading.confidence >= self.gate:
+        if self._clears(first):
             return first
-        best, best_confidence = first, 0.0
-        for sigma in SMOOTHED:
-            rows = row_hypotheses(cv2.GaussianBlur(grey, (0, 0), sigma), digits)
-            if isinstance(rows, NoReading):
-                continue
-            seen = self._second_look(grey, rows, digits, self._choose(grey, rows, digits))
-            got = seen[0]
-            if (
-                isinstance(got, Reading)
-                and got.confidence > best_confidence
-                and rescues(reading, got, self.gate)
-            ):
-                best, best_confidence = seen, got.confidence
-        return best
+        looks = (
+            self._second_look(grey, rows, digits, self._choose(grey, rows, digits))
+            for rows in smoothed_rows(grey, digits)
+        )
+        return most_sure(first, looks, self.gate, unsure_at=RESCUED)
+
+    def _clears(self, seen: Seen) -> bool:
+        return isinstance(seen[0], Reading) and seen[0].confidence >= self.gate
 
     def _choose(self, grey: Image, rows: list[Row], digits: int) -> Seen:
         """Read every placement of the row and keep the one whose drums read best.
@@ -638,20 +622,49 @@ def keeps_sure(first: Reading | NoReading, second: Reading, gate: float) -> bool
     )
 
 
-def rescues(first: Reading | NoReading, later: Reading, gate: float) -> bool:
+def rescues(
+    first: Reading | NoReading, later: Reading, gate: float, unsure_at: float = RESCUED
+) -> bool:
     """Whether a later look's reading may stand for a withheld `first`: it clears
     SECOND_LOOK, is not approaching, keeps every drum `first` was sure of, and reads
-    each drum `first` was not sure of (every drum, if `first` is no reading) at RESCUED."""
+    each drum `first` was not sure of (every drum, if `first` is no reading) at
+    `unsure_at`."""
     if later.confidence < max(SECOND_LOOK, gate) or later.approaching:
         return False
     if isinstance(first, NoReading):
-        return later.confidence >= RESCUED
+        return later.confidence >= unsure_at
     unsure = [
         confidence
         for confidence, before in zip(later.confidences, first.confidences, strict=True)
         if before < gate
     ]
-    return keeps_sure(first, later, gate) and min(unsure, default=1.0) >= RESCUED
+    return keeps_sure(first, later, gate) and min(unsure, default=1.0) >= unsure_at
+
+
+def most_sure(first: Seen, looks: Iterable[Seen], gate: float, unsure_at: float) -> Seen:
+    """The most confident of `looks` whose reading `rescues` `first`'s, else `first`."""
+    best, best_confidence = first, 0.0
+    for seen in looks:
+        got = seen[0]
+        if (
+            isinstance(got, Reading)
+            and got.confidence > best_confidence
+            and rescues(first[0], got, gate, unsure_at)
+        ):
+            best, best_confidence = seen, got.confidence
+    return best
+
+
+def taller_row(row: Row, scale: float) -> Row:
+    return dataclasses.replace(row, digit_height=row.digit_height * scale)
+
+
+def smoothed_rows(grey: Image, digits: int) -> Iterator[list[Row]]:
+    """The row hypotheses found on each SMOOTHED copy of the window that has any."""
+    for sigma in SMOOTHED:
+        rows = row_hypotheses(cv2.GaussianBlur(grey, (0, 0), sigma), digits)
+        if not isinstance(rows, NoReading):
+            yield rows
 
 
 def corners_of(where: CellGeometry) -> tuple[tuple[float, float], ...]:
