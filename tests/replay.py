@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -100,16 +99,20 @@ def run_daemon(config: Path, log: Path, timeout_s: float = 120.0) -> int:
 
 
 def stop_daemon(process: subprocess.Popen[bytes], log: Path, timeout_s: float = 20.0) -> int:
-    """SIGTERM, as systemd stops the unit, and the exit status. A daemon that does not
-    stop in time is aborted, so the test fails with the stack it hung in, not a bare
-    timeout."""
+    """SIGTERM, as systemd stops the unit, and the exit status (at once, if the daemon
+    has already exited). A daemon that does not stop in time is aborted, so the test
+    fails with the stack it hung in, not a bare timeout; none outlives its test."""
+    if process.poll() is not None:
+        return process.returncode
     process.send_signal(signal.SIGTERM)
     try:
         return process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGABRT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_if_running(process)
         tail = log.read_text(errors="replace")[-6000:]
         raise AssertionError(
             f"the daemon did not stop within {timeout_s:g} s of SIGTERM; its log ends:\n{tail}"

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import glob
 import json
-import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from broker import Broker, Received, Subscriber
-from replay import start_daemon, write_config
+from replay import start_daemon, stop_daemon, write_config
 
 PREFIX = "edgemeter/test"
 WAIT_S = 60.0
@@ -111,9 +110,7 @@ def test_clock_stepped_back_then_forward_by_a_day_keeps_readings_flowing(
             assert len(on_time) >= READINGS_PER_PHASE, "stuck after a leap"
             assert process.poll() is None, "the daemon exited on a clock jump"
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            exit_code = process.wait(timeout=STOP_TIMEOUT_S)
+            exit_code = stop_daemon(process, log, STOP_TIMEOUT_S)
     published = readings(live.messages)
     values = [float(str(r["value"])) for r in published]
     assert values == sorted(values), values  # no reading ever goes down

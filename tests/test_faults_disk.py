@@ -27,7 +27,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import TypeVar
 
 import pytest
 from broker import Broker, Received, Subscriber, wait_for
-from replay import start_daemon, write_config
+from replay import start_daemon, stop_daemon, write_config
 
 from edgemeter.plausibility import Memory
 
@@ -218,17 +217,6 @@ def strike(
     return Struck(fault_at, queued, before), harm
 
 
-def stop(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_S)
-        raise
-
-
 def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_again(
     tmp_path: Path, broker: Broker, tmpfs_state: Path
 ) -> None:
@@ -252,7 +240,7 @@ def test_full_state_directory_is_reported_once_readings_flow_and_state_saves_aga
             assert process.poll() is None
         finally:
             broker.resume()
-            exit_code = stop(process)
+            exit_code = stop_daemon(process, log, STOP_TIMEOUT_S)
     state_errors = [line for line in during if "no space left to save state file" in line]
     assert len(state_errors) == 1, state_errors  # said once, not once per cycle
     assert str(tmpfs_state) in state_errors[0]
@@ -292,7 +280,7 @@ def test_state_directory_remounted_read_only_is_reported_once_and_readings_flow(
             assert process.poll() is None, "the daemon exited on a read-only state directory"
         finally:
             broker.resume()
-            exit_code = stop(process)
+            exit_code = stop_daemon(process, log, STOP_TIMEOUT_S)
     during = log_since(log, struck.fault_at)
     state_errors = [line for line in during if f"state directory {state_dir} is read-only" in line]
     assert len(state_errors) == 1, state_errors  # said once, not once per cycle
