@@ -43,6 +43,7 @@ by scripts/train_classifier.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import threading
@@ -267,6 +268,16 @@ def support(
     return float(own + under - (1.0 - last) * at_last)
 
 
+@functools.cache
+def _near_digits(per: int, reach: int) -> npt.NDArray[np.intp]:
+    """Indices of the steps within `reach` of each digit 0-9 on a turn of `per` steps per
+    digit, one row per digit (cached: every drum of every frame asks for the same)."""
+    offsets = np.arange(-reach, reach + 1)
+    index = np.asarray((per * np.arange(10)[:, None] + offsets) % (10 * per), dtype=np.intp)
+    index.setflags(write=False)
+    return index
+
+
 def _circular_mean(turn: npt.NDArray[np.float64], centre: int, reach: int) -> float:
     """Mean step of the mass within `reach` steps of `centre`, in steps (may be <0)."""
     offsets = np.arange(-reach, reach + 1)
@@ -305,10 +316,7 @@ def decode(probs: npt.NDArray[np.float64], calibration: Calibration) -> DrumPosi
     per = steps_of(probs)
     mass = reached_mass(turn)
     digit = int(np.argmax(mass))
-    near = _steps(SETTLED_TENTHS, per)
-    settled = sum(
-        float(turn[(per * d + k) % len(turn)]) for d in range(10) for k in range(-near, near + 1)
-    )
+    settled = float(turn[_near_digits(per, _steps(SETTLED_TENTHS, per))].sum())
     return DrumPosition(
         position=round(position_of(turn), 3),
         digit=digit,
@@ -339,10 +347,10 @@ def _higher_drum(probs: npt.NDArray[np.float64], carry: float, calibration: Cali
     when nothing below turns it is a misread or a slipped drum: no confident digit.
     """
     per = steps_of(probs)
-    settled = np.roll(_turn(probs), -round(carry * per))
+    shift = round(carry * per)
+    settled = np.roll(_turn(probs), -shift) if shift else _turn(probs)
     slack = _steps(SLACK_TENTHS, per)
-    window = np.arange(-slack, slack + 1)
-    mass = np.array([settled[(per * d + window) % len(settled)].sum() for d in range(10)])
+    mass = settled[_near_digits(per, slack)].sum(axis=1)
     digit = int(np.argmax(mass))
     own = (_circular_mean(settled, per * digit, _steps(4, per)) / per) - digit
     rolling = carry >= SETTLED_TENTHS / 10 or abs(own) > SETTLED_TENTHS / 10 + 0.05
