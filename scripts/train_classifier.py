@@ -469,13 +469,15 @@ def soft_targets(positions: np.ndarray, steps: int = 10, spread: float = 0.0) ->
     return out
 
 
-def make_model(outputs: int = classify.OUTPUTS):  # type: ignore[no-untyped-def]
+def make_model(  # type: ignore[no-untyped-def]
+    outputs: int = classify.OUTPUTS, widths: tuple[int, ...] = (*WIDTHS, DENSE)
+):
     from torch import nn  # noqa: PLC0415 - training-time dependency
 
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-    a, b, c = WIDTHS
+    a, b, c, dense = widths
     flat = c * (classify.INPUT_H // 8) * (classify.INPUT_W // 8)
     return nn.Sequential(
         *block(1, a),
@@ -489,15 +491,20 @@ def make_model(outputs: int = classify.OUTPUTS):  # type: ignore[no-untyped-def]
         nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Dropout(0.3),
-        nn.Linear(flat, DENSE),
+        nn.Linear(flat, dense),
         nn.ReLU(),
         nn.Dropout(0.2),
-        nn.Linear(DENSE, outputs),
+        nn.Linear(dense, outputs),
     )
 
 
 def train(  # type: ignore[no-untyped-def]
-    data: dict[str, np.ndarray], epochs: int, seed: int, steps: int = 10, batch: int = 256
+    data: dict[str, np.ndarray],
+    epochs: int,
+    seed: int,
+    steps: int = 10,
+    batch: int = 256,
+    widths: tuple[int, ...] = (*WIDTHS, DENSE),
 ):
     import torch  # noqa: PLC0415
 
@@ -505,7 +512,7 @@ def train(  # type: ignore[no-untyped-def]
     # One thread: with two, torch's OpenMP workers stall for minutes whenever anything
     # else runs on a two-core machine.
     torch.set_num_threads(1)
-    model = make_model(10 * steps + 1)
+    model = make_model(10 * steps + 1, widths)
     x = torch.from_numpy(data["x"].astype(np.float32))[:, None]
     t = torch.from_numpy(soft_targets(data["y"], steps))
     # Real crops are the scarcer and the closer to what users see: drawn twice as often.
@@ -795,6 +802,13 @@ def main() -> int:
         default=10,
         help="steps of a drum's turn per digit the network tells apart (tenths, twentieths)",
     )
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs=4,
+        default=[*WIDTHS, DENSE],
+        help="channels of the three conv stages and the dense layer's width",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=CACHE, help="dataset cache (.npz)")
@@ -851,7 +865,7 @@ def main() -> int:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.cache, **data)
     built = time.time()
-    model = train(data, args.epochs, args.seed, args.steps)
+    model = train(data, args.epochs, args.seed, args.steps, widths=tuple(args.widths))
     trained = time.time()
 
     temperature, calibration, support, right = calibrate(
@@ -871,7 +885,7 @@ def main() -> int:
             "synthetic_frames": args.frames,
             "real_copies": args.copies,
             "train_samples": len(data["y"]),
-            "widths": [*WIDTHS, DENSE],
+            "widths": list(args.widths),
             "data_sha256": data_hash(data),
             "labels_sha256": hashlib.sha256((REAL / "labels.csv").read_bytes()).hexdigest(),
             "fonts": list(TRAIN_FONTS),
