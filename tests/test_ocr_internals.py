@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgemeter.ocr import _blobs, _median, _pairwise_sum, contrast
+from edgemeter.ocr import _blobs, _median, _pairwise_sum, contrast, grey_percentiles
 
 
 @given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=300))
@@ -48,3 +48,19 @@ def test_contrast_is_numpys_percentile_spread(h: int, w: int, seed: int) -> None
     lo, hi = np.percentile(grey, (2, 98))
 
     assert contrast(grey) == float(hi - lo)
+
+
+@given(
+    st.integers(1, 60),
+    st.integers(1, 60),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.floats(0, 100), min_size=1, max_size=4),
+    st.integers(1, 255),
+)
+def test_grey_percentiles_are_numpys_to_the_last_bit(
+    h: int, w: int, seed: int, qs: list[float], levels: int
+) -> None:
+    # Few grey levels too: many pixels on one level is where interpolation has ties.
+    grey = np.random.default_rng(seed).integers(0, levels + 1, (h, w), dtype=np.uint8)
+
+    assert grey_percentiles(grey, tuple(qs)) == tuple(float(v) for v in np.percentile(grey, qs))
