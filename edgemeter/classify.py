@@ -517,9 +517,16 @@ class ClassifierEngine:
         rows = row_hypotheses(grey, digits)
         if isinstance(rows, NoReading):
             return self._smoothed_look(grey, digits, (rows, None, None))
-        if len(rows[0].found) == digits and len(rows) > 1:
+        tallest = max(row.digit_height for row in rows)
+        if (
+            len(rows[0].found) == digits
+            and len(rows) > 1
+            and rows[0].digit_height >= SMALL_PRINT * tallest
+        ):
             # Every drum found whole on one grid: that is the counter, unless its
-            # drums do not read as digits. The network's time goes to the rest only then.
+            # drums do not read as digits or it is small print under a taller row
+            # (a serial number, whole while glare or a turning drum breaks up the
+            # counter's). The network's time goes to the rest only then.
             first = self._choose(grey, rows[:1], digits)
             if isinstance(first[0], Reading) and first[0].confidence >= SURE:
                 return first
@@ -549,6 +556,14 @@ class ClassifierEngine:
             for rows in smoothed_rows(grey, digits)
         )
         return most_sure(first, looks, self.gate, unsure_at=RESCUED)
+
+    def _digit_row(self, reading: Reading) -> bool:
+        """Whether a row reads as digits: with some confidence, or more than half of its
+        drums at the gate (glare over one drum and a last drum mid-roll leave a
+        counter's row unsure, but its other drums still read; a placement one drum
+        off, half on the bezel, reads half of them at most)."""
+        sure = sum(c >= self.gate for c in reading.confidences)
+        return reading.confidence >= RIVAL or 2 * sure > len(reading.confidences)
 
     def _clears(self, seen: Seen) -> bool:
         return isinstance(seen[0], Reading) and seen[0].confidence >= self.gate
@@ -590,7 +605,7 @@ class ClassifierEngine:
             return NoReading(f"a cell of the {digits} is blank (no contrast)"), None, None
         # The window is drawn around the counter: its digits are the tallest that read.
         tallest = max(
-            (h for (r, _), h in zip(readings, heights, strict=True) if r.confidence >= RIVAL),
+            (h for (r, _), h in zip(readings, heights, strict=True) if self._digit_row(r)),
             default=0.0,
         )
         readings = [

@@ -475,6 +475,42 @@ def test_small_print_below_the_counter_is_neither_the_counter_nor_its_rival(
     assert reading.confidence >= GATE
 
 
+def test_small_print_is_not_read_when_glare_leaves_the_counter_unsure(
+    engine: ClassifierEngine,
+) -> None:
+    # The counter's row cannot clear the gate (its last drum half-way, a glare spot
+    # washing out another drum), but most of its drums still read: it is still the
+    # counter, so the serial number under it must not stand in for it.
+    big = window_of(123455.5)
+    frame = frame_of(123455.5)
+    x, y, w, h = frame.cells[2]
+    wx, wy = frame.window[:2]
+    cx, cy = x - wx + w // 2, y - wy + h // 2
+    cv2.circle(big, (cx, cy), round(0.45 * w), (255, 255, 255), -1)
+    big = cv2.GaussianBlur(big, (0, 0), 1.0)
+    small_style = dataclasses.replace(simulate.default_style(), digit_height=18)
+    small = window_of(987654.0, small_style)
+    width = max(big.shape[1], small.shape[1])
+    composite = np.vstack(
+        [
+            cv2.copyMakeBorder(big, 0, 0, 0, width - big.shape[1], cv2.BORDER_REPLICATE),
+            cv2.copyMakeBorder(small, 0, 0, 0, width - small.shape[1], cv2.BORDER_REPLICATE),
+        ]
+    )
+    grey = cv2.cvtColor(composite, cv2.COLOR_BGR2GRAY)
+    rows = row_hypotheses(grey, 6)
+    assert isinstance(rows, list)
+    assert any(r.digit_height < 30 for r in rows)  # the serial's row was found
+    alone = engine._choose(grey, [r for r in rows if r.digit_height < 30], 6)[0]
+    assert isinstance(alone, Reading) and alone.digits == "987654", alone
+    assert alone.confidence >= GATE
+
+    reading = engine.read(composite, 6)
+
+    assert not (isinstance(reading, Reading) and reading.digits == "987654"), reading
+    assert not (isinstance(reading, Reading) and reading.confidence >= GATE), reading
+
+
 @pytest.mark.parametrize("value", [123455.82, 123455.85, 123455.88])
 def test_a_last_drum_rolling_in_is_the_floor_or_flagged_approaching(
     engine: ClassifierEngine, value: float
