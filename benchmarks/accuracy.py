@@ -17,6 +17,9 @@ Prints Markdown tables (progress goes to stderr); nothing here is a test. Sectio
           estimate. Run it when the machine is quiet (the load is printed).
 - memory: a real daemon process per engine on a files replay into a real Mosquitto:
           peak RSS and CPU per reading.
+- cells:  (not run by default) the classifier on the hard set's drums where the engine
+          finds them and where the renderer put them: which frames the cell finder
+          loses and which the network does (benchmarks/cells.py).
 
 Scoring rules: benchmarks/scoring.py. The gate is the daemon's default
 `plausibility.min_confidence`.
@@ -35,15 +38,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import hardset, realset, speed
+from benchmarks import cells, hardset, realset, speed
 from benchmarks.scoring import BASELINE, GATE, SWEEP_GATES, Outcome, Tally, baseline_read
 from benchmarks.stream import StreamScore, replay
+from edgemeter.classify import ClassifierEngine
 from edgemeter.config import OcrConfig, PlausibilityConfig
 from edgemeter.daemon import single_threaded
 from edgemeter.ocr import OcrEngine, OcrUnavailable, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("hard", "seen", "real", "sweep", "speed", "memory")
+# Run only when asked for by name.
+DIAGNOSTICS = ("cells",)
 ENGINES = ("tesserocr", "classifier", "classifier+tesseract")
 # A Raspberry Pi 4 (Cortex-A72, 1.5-1.8 GHz) is taken as 3 to 5 times slower per core
 # than this machine for this work; no Pi was at hand to measure it.
@@ -423,6 +429,53 @@ def run_memory(args: argparse.Namespace, engines: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def run_cells(args: argparse.Namespace) -> None:
+    engine = ClassifierEngine()
+    streams = hardset.streams(False, args.cycles, args.burst, args.installations or None)
+    total = cells.CellsScore()
+    rows: list[list[object]] = []
+    for stream in streams:
+        progress(f"cells: {stream.label}")
+        score = cells.score_stream(stream, engine)
+        total.add(score)
+        rows.append(_cells_row(stream.label, score))
+    rows.append(_cells_row("all", total))
+    say("### Hard set, classifier alone: drums where the engine finds them, and where they are")
+    say()
+    headers = [
+        "installation",
+        "frames",
+        "found cells read %",
+        "true cells read %",
+        "read on true cells only",
+        "read on found cells only",
+        "read by neither",
+    ]
+    say(table(headers, rows))
+    say()
+    say("### Frames read by neither: what keeps the true cells' reading from the gate")
+    say()
+    kinds = [[kind, count] for kind, count in total.neither.most_common()]
+    say(table(["kind", "frames"], kinds or [["none", 0]]))
+    say()
+
+
+def _cells_row(label: str, score: cells.CellsScore) -> list[object]:
+    def pct(count: int) -> float:
+        return 100.0 * count / score.frames if score.frames else 0.0
+
+    neither = sum(score.neither.values())
+    return [
+        label,
+        score.frames,
+        pct(score.found),
+        pct(score.true),
+        score.true_only,
+        score.found_only,
+        neither,
+    ]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=(__doc__ or "").splitlines()[0]
@@ -441,9 +494,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true")
     args = parser.parse_args(argv)
     sections = [s for s in (args.sections or ",".join(SECTIONS)).split(",") if s]
-    unknown = [s for s in sections if s not in SECTIONS]
+    unknown = [s for s in sections if s not in (*SECTIONS, *DIAGNOSTICS)]
     if unknown:
-        parser.error(f"--sections: unknown {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+        every = ", ".join((*SECTIONS, *DIAGNOSTICS))
+        parser.error(f"--sections: unknown {', '.join(unknown)} (known: {every})")
     explicit = bool(args.sections)
     args.sections = sections
     args.engines = [e for e in args.engines.split(",") if e]
@@ -499,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_speed(args, engines)
     if "memory" in args.sections:
         run_memory(args, args.engines)
+    if "cells" in args.sections:
+        run_cells(args)
     return 0
 
 

@@ -182,6 +182,7 @@ class Shot:
     ts: datetime
     truth: str
     rolling: bool
+    cells: tuple[Box, ...] = ()  # each drum's box in frame pixels (for benchmarks/cells.py)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ class Stream:
         for k in range(count):
             frame: SimFrame = simulate.render(self.style, value, self.conditions(rng), rng)
             ts = start + timedelta(seconds=BURST_GAP_S * k)
-            shots.append(Shot(frame.image, ts, frame.truth, frame.rolling))
+            shots.append(Shot(frame.image, ts, frame.truth, frame.rolling, frame.cells))
         return shots
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from broker import mosquitto_binary
 
@@ -19,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import hardset, realset  # noqa: E402
+from benchmarks import cells, hardset, realset  # noqa: E402
 from benchmarks.accuracy import ENGINES, parse_args  # noqa: E402
 from benchmarks.scoring import (  # noqa: E402
+    GATE,
     Outcome,
     Tally,
     digit_verdicts,
@@ -29,6 +31,7 @@ from benchmarks.scoring import (  # noqa: E402
     verdict,
 )
 from edgemeter import simulate  # noqa: E402
+from edgemeter.classify import ClassifierEngine  # noqa: E402
 from edgemeter.ocr import NoReading, Reading  # noqa: E402
 
 PATHS = (*ENGINES, "baseline")
@@ -148,9 +151,9 @@ def first_column(table: Table) -> list[str]:
 def output() -> str:
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
-    sections = "hard,seen,real,sweep,speed,memory"
+    sections = "hard,seen,real,sweep,speed,memory,cells"
     if not realset.available():
-        sections = "hard,seen,sweep,speed,memory"
+        sections = "hard,seen,sweep,speed,memory,cells"
     done = subprocess.run(
         [
             sys.executable,
@@ -228,3 +231,51 @@ def test_the_real_set_sweep_speed_and_memory_sections_are_there(output: str) -> 
     assert column(memory, "exit") == ["0"] * len(ENGINES)
     assert all(float(v) > 10 for v in column(memory, "peak RSS MB (VmHWM)"))
     assert re.search(r"load average at start [\d.]+ [\d.]+ [\d.]+", output)
+
+
+def test_the_cells_section_reads_the_hard_sets_own_frames_as_the_hard_set_does(
+    output: str,
+) -> None:
+    # The same frames and the same classifier: its found-cells column must be the
+    # hard set's classifier column, or the section measures something else.
+    found = tables(output)
+    hard = find(found, "### Hard set", "single frame")
+    diagnosis = find(found, "### Hard set, classifier alone")
+    assert column(diagnosis, "found cells read %") == column(hard, "classifier read %")
+    assert first_column(diagnosis) == first_column(hard)
+    frames = [int(v) for v in column(diagnosis, "frames")]
+    assert frames[-1] == sum(frames[:-1])
+    for row in diagnosis[1]:
+        only_true, only_found, neither = (int(v) for v in row[-3:])
+        assert only_true + only_found + neither <= int(row[1])
+    assert find(found, "### Frames read by neither")[0] == ["kind", "frames"]
+
+
+def test_a_clean_frame_reads_on_its_true_cells() -> None:
+    style = simulate.default_style()
+    frame = simulate.render(style, 52817.0, simulate.Conditions(), np.random.default_rng(0))
+    x, y, w, h = frame.window
+    window = frame.image[y : y + h, x : x + w]
+
+    got = cells.on_true_cells(
+        ClassifierEngine(), window, (x, y), frame.cells, float(style.digit_height), 0.0
+    )
+
+    assert got.digits == frame.truth
+    assert got.confidence >= GATE
+
+
+@pytest.mark.parametrize(
+    ("got", "rolling", "kind"),
+    [
+        (reading("1234", 1.0, 1.0, 0.9, 0.95), False, "a drum wrong at the gate"),
+        (reading("1235", 1.0, 1.0, 1.0, 0.3), True, "the last drum, rolling"),
+        (reading("1235", 1.0, 1.0, 1.0, 0.3), False, "the last drum, settled"),
+        (reading("1235", 1.0, 0.2, 1.0, 1.0), False, "one other drum"),
+        (reading("1235", 0.1, 0.2, 1.0, 1.0), False, "several drums"),
+    ],
+)
+def test_a_miss_on_the_true_cells_is_told_by_its_drums(
+    got: Reading, rolling: bool, kind: str
+) -> None:
+    assert cells.kind_of_miss(got, "1235", rolling) == kind
