@@ -21,7 +21,7 @@ import pytest
 
 from edgemeter import classify, simulate
 from edgemeter.classify import CellGeometry, ClassifierEngine, DrumPosition, ModelError
-from edgemeter.ocr import NoReading, Reading, row_hypotheses
+from edgemeter.ocr import NoReading, Reading, Row, row_hypotheses
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meterdigits"
 GATE = 0.6
@@ -445,29 +445,36 @@ def test_the_classifier_is_selectable_in_the_config() -> None:
     assert make_engine(OcrConfig(engine="classifier")).name == "classifier"
 
 
-def test_small_print_below_the_counter_is_neither_the_counter_nor_its_rival(
-    engine: ClassifierEngine,
-) -> None:
-    # A serial number under the drums: a second row of six digits, less than half as
-    # tall, which reads just as well as the counter when taken alone.
-    big = window_of(123456.0)
+def over_serial(counter: np.ndarray) -> tuple[np.ndarray, list[Row], Reading | NoReading]:
+    """A counter's window with a serial number under the drums (a second row of six
+    digits, less than half as tall), its row hypotheses, and how the serial's rows
+    read when taken alone."""
     small_style = dataclasses.replace(simulate.default_style(), digit_height=18)
     small = window_of(987654.0, small_style)
-    width = max(big.shape[1], small.shape[1])
+    width = max(counter.shape[1], small.shape[1])
     composite = np.vstack(
         [
-            cv2.copyMakeBorder(big, 0, 0, 0, width - big.shape[1], cv2.BORDER_REPLICATE),
+            cv2.copyMakeBorder(counter, 0, 0, 0, width - counter.shape[1], cv2.BORDER_REPLICATE),
             cv2.copyMakeBorder(small, 0, 0, 0, width - small.shape[1], cv2.BORDER_REPLICATE),
         ]
     )
     grey = cv2.cvtColor(composite, cv2.COLOR_BGR2GRAY)
     rows = row_hypotheses(grey, 6)
     assert isinstance(rows, list)
+    alone = ClassifierEngine()._choose(grey, [r for r in rows if r.digit_height < 30], 6)[0]
+    return composite, rows, alone
+
+
+def test_small_print_below_the_counter_is_neither_the_counter_nor_its_rival(
+    engine: ClassifierEngine,
+) -> None:
+    composite, rows, alone = over_serial(window_of(123456.0))
     heights = sorted(round(row.digit_height) for row in rows)
     assert heights[0] < 0.5 * heights[-1], heights  # both rows were found
-    alone = engine._choose(grey, [r for r in rows if r.digit_height < 30], 6)[0]
+    # The serial reads just as well as the counter when taken alone.
     assert isinstance(alone, Reading) and alone.digits == "987654", alone
 
+    grey = cv2.cvtColor(composite, cv2.COLOR_BGR2GRAY)
     reading = engine._choose(grey, rows, 6)[0]
 
     assert isinstance(reading, Reading), reading
@@ -481,27 +488,13 @@ def test_small_print_is_not_read_when_glare_leaves_the_counter_unsure(
     # The counter's row cannot clear the gate (its last drum half-way, a glare spot
     # washing out another drum), but most of its drums still read: it is still the
     # counter, so the serial number under it must not stand in for it.
-    big = window_of(123455.5)
+    counter = window_of(123455.5)
     frame = frame_of(123455.5)
     x, y, w, h = frame.cells[2]
     wx, wy = frame.window[:2]
-    cx, cy = x - wx + w // 2, y - wy + h // 2
-    cv2.circle(big, (cx, cy), round(0.45 * w), (255, 255, 255), -1)
-    big = cv2.GaussianBlur(big, (0, 0), 1.0)
-    small_style = dataclasses.replace(simulate.default_style(), digit_height=18)
-    small = window_of(987654.0, small_style)
-    width = max(big.shape[1], small.shape[1])
-    composite = np.vstack(
-        [
-            cv2.copyMakeBorder(big, 0, 0, 0, width - big.shape[1], cv2.BORDER_REPLICATE),
-            cv2.copyMakeBorder(small, 0, 0, 0, width - small.shape[1], cv2.BORDER_REPLICATE),
-        ]
-    )
-    grey = cv2.cvtColor(composite, cv2.COLOR_BGR2GRAY)
-    rows = row_hypotheses(grey, 6)
-    assert isinstance(rows, list)
+    cv2.circle(counter, (x - wx + w // 2, y - wy + h // 2), round(0.45 * w), (255,) * 3, -1)
+    composite, rows, alone = over_serial(cv2.GaussianBlur(counter, (0, 0), 1.0))
     assert any(r.digit_height < 30 for r in rows)  # the serial's row was found
-    alone = engine._choose(grey, [r for r in rows if r.digit_height < 30], 6)[0]
     assert isinstance(alone, Reading) and alone.digits == "987654", alone
     assert alone.confidence >= GATE
 
