@@ -19,7 +19,9 @@ Prints Markdown tables (progress goes to stderr); nothing here is a test. Sectio
           peak RSS and CPU per reading.
 - cells:  (not run by default) the classifier on the hard set's drums where the engine
           finds them and where the renderer put them: which frames the cell finder
-          loses and which the network does (benchmarks/cells.py).
+          loses and which the network does (benchmarks/cells.py). With
+          `--without glare,blur,...` it does so with those imaging conditions taken
+          from every frame: what each costs.
 
 Scoring rules: benchmarks/scoring.py. The gate is the daemon's default
 `plausibility.min_confidence`.
@@ -431,7 +433,9 @@ def run_memory(args: argparse.Namespace, engines: Sequence[str]) -> None:
 
 def run_cells(args: argparse.Namespace) -> None:
     engine = ClassifierEngine()
-    streams = hardset.streams(False, args.cycles, args.burst, args.installations or None)
+    streams = hardset.streams(
+        False, args.cycles, args.burst, args.installations or None, args.without
+    )
     total = cells.CellsScore()
     rows: list[list[object]] = []
     for stream in streams:
@@ -440,7 +444,11 @@ def run_cells(args: argparse.Namespace) -> None:
         total.add(score)
         rows.append(_cells_row(stream.label, score))
     rows.append(_cells_row("all", total))
-    say("### Hard set, classifier alone: drums where the engine finds them, and where they are")
+    easier = f" (without {', '.join(args.without)})" if args.without else ""
+    say(
+        f"### Hard set{easier}, classifier alone: "
+        "drums where the engine finds them, and where they are"
+    )
     say()
     headers = [
         "installation",
@@ -492,7 +500,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timing-frames", type=int, default=120)
     parser.add_argument("--memory-frames", type=int, default=60)
     parser.add_argument("--no-baseline", action="store_true")
+    conditions = ("dim", *hardset.EASIER)
+    parser.add_argument(
+        "--without",
+        default="",
+        help=f"cells section only: conditions taken from every frame ({','.join(conditions)})",
+    )
     args = parser.parse_args(argv)
+    args.without = tuple(c for c in args.without.split(",") if c)
+    odd = [c for c in args.without if c not in conditions]
+    if odd:
+        parser.error(f"--without: unknown {', '.join(odd)} (known: {', '.join(conditions)})")
     sections = [s for s in (args.sections or ",".join(SECTIONS)).split(",") if s]
     unknown = [s for s in sections if s not in (*SECTIONS, *DIAGNOSTICS)]
     if unknown:
@@ -500,6 +518,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--sections: unknown {', '.join(unknown)} (known: {every})")
     explicit = bool(args.sections)
     args.sections = sections
+    if args.without and "cells" not in sections:
+        parser.error("--without: only the cells section takes conditions away (--sections cells)")
     args.engines = [e for e in args.engines.split(",") if e]
     known = typing.get_args(typing.get_type_hints(OcrConfig)["engine"])
     wrong = [e for e in args.engines if e not in known]

@@ -195,6 +195,27 @@ class CycleShots:
     shots: tuple[Shot, ...]
 
 
+# Imaging conditions a diagnostic may take away from every frame (`easier`), to
+# measure what each costs: the condition fields each name clears.
+EASIER: dict[str, dict[str, object]] = {
+    "glare": {"glare": 0.0},
+    "blur": {"blur": 0.0, "motion": 0.0, "focus_tilt": 0.0},
+    "noise": {"noise": 0.0},
+    "jpeg": {"jpeg_quality": None},
+    "dirt": {"dirt": 0.0, "tint": None},
+}
+
+
+def easier(conditions: Conditions, without: tuple[str, ...]) -> Conditions:
+    """`conditions` with the named ones taken away ("dim": exposure at least 0.8)."""
+    for name in without:
+        if name == "dim":
+            conditions = dataclasses.replace(conditions, brightness=max(conditions.brightness, 0.8))
+        else:
+            conditions = dataclasses.replace(conditions, **EASIER[name])  # type: ignore[arg-type]
+    return conditions
+
+
 @dataclass(frozen=True)
 class Stream:
     installation: Installation
@@ -203,6 +224,7 @@ class Stream:
     window: Box
     cycles: int
     burst: int
+    without: tuple[str, ...] = ()  # conditions taken away (`easier`): diagnostics only
 
     @property
     def label(self) -> str:
@@ -224,7 +246,7 @@ class Stream:
             glass["tint"] = self.installation.tint
         if self.installation.dirt > 0:
             glass["dirt"] = self.installation.dirt
-        return dataclasses.replace(drawn, **glass)  # type: ignore[arg-type]
+        return easier(dataclasses.replace(drawn, **glass), self.without)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[CycleShots]:
         # The same frames for both twins: the seed does not depend on the typeface.
@@ -254,8 +276,15 @@ class Stream:
         return shots
 
 
-def streams(seen: bool, cycles: int, burst: int, installations: int | None = None) -> list[Stream]:
-    """The hard set (seen=False) or its seen-styles twin, as streams of cycles."""
+def streams(
+    seen: bool,
+    cycles: int,
+    burst: int,
+    installations: int | None = None,
+    without: tuple[str, ...] = (),
+) -> list[Stream]:
+    """The hard set (seen=False) or its seen-styles twin, as streams of cycles
+    (`without`: conditions taken away, see `easier`)."""
     check_fonts()
     chosen = INSTALLATIONS[: installations or None]
     out = []
@@ -263,5 +292,5 @@ def streams(seen: bool, cycles: int, burst: int, installations: int | None = Non
         style = style_of(installation, seen)
         # The window is drawn on the held-out installation; its twin keeps it (same pose).
         window = window_of(installation, style_of(installation, seen=False))
-        out.append(Stream(installation, seen, style, window, cycles, burst))
+        out.append(Stream(installation, seen, style, window, cycles, burst, without))
     return out

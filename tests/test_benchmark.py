@@ -7,6 +7,7 @@ The scoring rules it applies are checked on hand-made readings.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -279,3 +280,30 @@ def test_a_miss_on_the_true_cells_is_told_by_its_drums(
     got: Reading, rolling: bool, kind: str
 ) -> None:
     assert cells.kind_of_miss(got, "1235", rolling) == kind
+
+
+def test_a_condition_taken_away_is_gone_from_every_frame_and_the_rest_stay() -> None:
+    drawn = simulate.Conditions(brightness=0.3, glare=0.6, blur=1.5, noise=9.0, motion=4.0)
+
+    assert hardset.easier(drawn, ("glare",)) == dataclasses.replace(drawn, glare=0.0)
+    assert hardset.easier(drawn, ("dim",)).brightness == 0.8
+    plain = hardset.easier(drawn, ("blur", "noise"))
+    assert (plain.blur, plain.motion, plain.noise, plain.glare) == (0.0, 0.0, 0.0, 0.6)
+    stream = hardset.streams(False, cycles=1, burst=1, installations=1, without=("glare",))[0]
+    rng = np.random.default_rng(5)
+    assert all(stream.conditions(rng).glare == 0.0 for _ in range(50))
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--sections", "cells", "--without", "rain"], "--without: unknown rain"),
+        (["--sections", "hard", "--without", "glare"], "only the cells section"),
+    ],
+)
+def test_taking_conditions_away_is_checked_and_only_for_the_cells_section(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert said in capsys.readouterr().err
