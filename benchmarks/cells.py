@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmarks import hardset
-from benchmarks.scoring import GATE
+from benchmarks.scoring import GATE, Outcome, digit_verdicts, verdict
 from edgemeter import classify
-from edgemeter.ocr import Reading, to_grey
+from edgemeter.ocr import NoReading, Reading, to_grey
 from edgemeter.window import DigitWindow, crop
 
 
@@ -67,14 +67,11 @@ def on_true_cells(
 def kind_of_miss(reading: Reading, truth: str, rolling: bool) -> str:
     """What keeps a reading on the true cells from being read: a drum read wrong at the
     gate, or which drums stay under it."""
-    n = len(truth)
-    if any(
-        c >= GATE and d != t
-        for d, t, c in zip(reading.digits, truth, reading.confidences, strict=True)
-    ):
+    drums = digit_verdicts(Outcome(truth, reading), GATE)
+    if "wrong" in drums:
         return "a drum wrong at the gate"
-    unsure = [i for i, c in enumerate(reading.confidences) if c < GATE]
-    if unsure == [n - 1]:
+    unsure = [i for i, drum in enumerate(drums) if drum == "unread"]
+    if unsure == [len(truth) - 1]:
         return "the last drum, rolling" if rolling else "the last drum, settled"
     if len(unsure) == 1:
         return "one other drum"
@@ -103,5 +100,5 @@ def score_stream(stream: hardset.Stream, engine: classify.ClassifierEngine) -> C
     return score
 
 
-def _read(reading: object, truth: str) -> bool:
-    return isinstance(reading, Reading) and reading.confidence >= GATE and reading.digits == truth
+def _read(reading: Reading | NoReading, truth: str) -> bool:
+    return verdict(Outcome(truth, reading), GATE) == "read"
